@@ -1,0 +1,33 @@
+"""Overcast: a serverless, cloud-agnostic workflow orchestrator with Prefect 3's programming model.
+
+This module stays light: importing ``overcast`` (which every ``overcast.*`` import does first)
+loads no engine, no cloud SDK and no web framework. Public names are resolved lazily on first
+access through ``__getattr__``, from the table below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (relative to this package)
+_LAZY: dict[str, str] = {
+    "Settings": "overcast.core.settings",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'overcast' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
