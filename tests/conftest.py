@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -90,15 +89,3 @@ def unique() -> Callable[[str], str]:
     """Make resource names unique per test, so that runs against a shared endpoint never collide."""
     token = uuid.uuid4().hex[:10]
     return lambda base: f"{base}-{token}"
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.01) -> Any:
-    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s: {predicate}")
-        time.sleep(interval)
