@@ -19,3 +19,39 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0, interval:
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout} s: {predicate}")
         time.sleep(interval)
+
+
+class FakeClock:
+    """A clock the test moves by hand (epoch seconds)."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def kv_increment_worker(url: str, worker: int, rounds: int) -> list[int]:
+    """In a child process: increment the counter item ``rounds`` times with version guards.
+
+    Returns the versions this worker won (the version it read before its successful write).
+    """
+    from overcast.adapters.factory import open_store
+    from overcast.core.errors import ConditionFailedError
+
+    store = open_store(url)
+    wins = []
+    for _ in range(rounds):
+        while True:
+            item = store.get("C", "counter")
+            assert item is not None
+            try:
+                store.put({**item, "n": item["n"] + 1, "by": [*item["by"], worker]}, if_version=item["v"])
+            except ConditionFailedError:
+                continue
+            wins.append(item["v"])
+            break
+    return wins

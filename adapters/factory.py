@@ -1,0 +1,187 @@
+"""From settings (or backend URLs) to adapters: the one place that picks a backend.
+
+Each backend module is imported only when its scheme is asked for, so a process that uses
+the embedded backends never imports boto3, s3fs or botocore (cold starts pay for every import).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from overcast.core.errors import ConfigurationError
+from overcast.core.ports import BlobStore, Invoker, KeyValueStore, Queue
+from overcast.core.settings import BackendURL, Settings
+
+Clock = Callable[[], float]
+
+# memory:// backends are shared by name within a process, so that components built from the
+# same settings (an API and an engine in one test, say) see one store.
+_MEMORY: dict[tuple[str, str], Any] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+def _memory(kind: str, name: str, build: Callable[[], Any]) -> Any:
+    with _MEMORY_LOCK:
+        key = (kind, name or "default")
+        if key not in _MEMORY:
+            _MEMORY[key] = build()
+        return _MEMORY[key]
+
+
+def open_store(url: str, *, clock: Clock = time.time) -> KeyValueStore:
+    """Return the key-value store a URL names (``sqlite:///PATH``, ``memory://NAME``, ``dynamodb://TABLE``).
+
+    Raises:
+        ConfigurationError: an unknown scheme or a malformed URL.
+    """
+    parsed = BackendURL(url)
+    if parsed.scheme == "sqlite":
+        from overcast.adapters.kv.sqlite import SqliteKeyValueStore
+
+        return SqliteKeyValueStore(parsed.require_path(), clock=clock)
+    if parsed.scheme == "memory":
+        from overcast.adapters.kv.memory import MemoryKeyValueStore
+
+        store: KeyValueStore = _memory("store", parsed.netloc, lambda: MemoryKeyValueStore(clock=clock))
+        return store
+    if parsed.scheme == "dynamodb":
+        from overcast.adapters.kv.dynamodb import DynamoDBKeyValueStore
+
+        return DynamoDBKeyValueStore.from_url(parsed, clock=clock)
+    raise ConfigurationError(f"unknown store backend {parsed.scheme!r} in {url!r}; use sqlite, memory or dynamodb")
+
+
+def open_blobs(url: str) -> BlobStore:
+    """Return the blob store a URL names (``file:///PATH``, ``memory://NAME``, ``s3://BUCKET/PREFIX``).
+
+    Raises:
+        ConfigurationError: an unknown scheme or a malformed URL.
+    """
+    parsed = BackendURL(url)
+    if parsed.scheme == "file":
+        from overcast.adapters.blobs.local import LocalBlobStore
+
+        return LocalBlobStore(parsed.require_path())
+    if parsed.scheme == "memory":
+        from overcast.adapters.blobs.memory import MemoryBlobStore
+
+        blobs: BlobStore = _memory("blobs", parsed.netloc, lambda: MemoryBlobStore(parsed.netloc or "default"))
+        return blobs
+    if parsed.scheme == "s3":
+        from overcast.adapters.blobs.s3 import S3BlobStore
+
+        return S3BlobStore.from_url(parsed)
+    raise ConfigurationError(f"unknown blob backend {parsed.scheme!r} in {url!r}; use file, memory or s3")
+
+
+def open_queue(url: str) -> Queue:
+    """Return the queue a URL names (``local:///PATH?name=Q``, ``memory://NAME``, ``sqs://NAME``).
+
+    Raises:
+        ConfigurationError: an unknown scheme or a malformed URL.
+    """
+    parsed = BackendURL(url)
+    if parsed.scheme in ("local", "memory"):
+        from overcast.adapters.queues.local import LocalQueue
+
+        max_receives = parsed.param("max_receives", 5, int)
+        if parsed.scheme == "memory":
+            queue: Queue = _memory("queue", parsed.netloc, lambda: LocalQueue.in_memory(parsed.netloc or "default"))
+            return queue
+        return LocalQueue(parsed.require_path(), parsed.param("name", "default"), max_receives=max_receives)
+    if parsed.scheme == "sqs":
+        from overcast.adapters.queues.sqs import SqsQueue
+
+        return SqsQueue.from_url(parsed)
+    raise ConfigurationError(f"unknown queue backend {parsed.scheme!r} in {url!r}; use local, memory or sqs")
+
+
+def open_invoker(url: str, functions: Mapping[str, str] | None = None) -> Invoker:
+    """Return the invoker a URL names (``inline://``, ``local://?workers=N&timeout=S``, ``lambda://``).
+
+    Args:
+        functions: function name to handler path, for the local invokers.
+
+    Raises:
+        ConfigurationError: an unknown scheme or a malformed URL.
+    """
+    parsed = BackendURL(url)
+    if parsed.scheme == "inline":
+        from overcast.adapters.invokers.inline import InlineInvoker
+
+        return InlineInvoker(functions, timeout_s=parsed.param("timeout", 900.0, float))
+    if parsed.scheme == "local":
+        from overcast.adapters.invokers.process_pool import LocalProcessInvoker
+
+        return LocalProcessInvoker(
+            functions,
+            max_workers=parsed.param("workers", 4, int),
+            timeout_s=parsed.param("timeout", 900.0, float),
+        )
+    if parsed.scheme == "lambda":
+        from overcast.adapters.invokers.aws_lambda import LambdaInvoker
+
+        return LambdaInvoker.from_url(parsed)
+    raise ConfigurationError(f"unknown invoker backend {parsed.scheme!r} in {url!r}; use inline, local or lambda")
+
+
+@dataclass
+class Adapters:
+    """The four adapters of one settings object, each built on first use and then reused.
+
+    Built once per process (per cold start in a function) and passed down.
+    """
+
+    settings: Settings = field(default_factory=Settings)
+    clock: Clock = time.time
+    _built: dict[str, Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _get(self, name: str, build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = build()
+            return self._built[name]
+
+    @property
+    def store(self) -> KeyValueStore:
+        """The key-value store."""
+        store: KeyValueStore = self._get("store", lambda: open_store(self.settings.store_url, clock=self.clock))
+        return store
+
+    @property
+    def blobs(self) -> BlobStore:
+        """The blob store."""
+        blobs: BlobStore = self._get("blobs", lambda: open_blobs(self.settings.blobs_url))
+        return blobs
+
+    @property
+    def queue(self) -> Queue:
+        """The queue."""
+        queue: Queue = self._get("queue", lambda: open_queue(self.settings.queue_url))
+        return queue
+
+    @property
+    def invoker(self) -> Invoker:
+        """The invoker."""
+        invoker: Invoker = self._get(
+            "invoker", lambda: open_invoker(self.settings.invoker_url, self.settings.functions)
+        )
+        return invoker
+
+    def close(self) -> None:
+        """Close every adapter built so far (memory backends stay, shared by name)."""
+        with self._lock:
+            built, self._built = self._built, {}
+        for adapter in built.values():
+            close = getattr(adapter, "close", None)
+            if callable(close) and not _is_shared(adapter):
+                close()
+
+
+def _is_shared(adapter: Any) -> bool:
+    return any(adapter is shared for shared in _MEMORY.values())

@@ -1,0 +1,177 @@
+"""Turning items into stored records and back, the same way on every key-value backend.
+
+An item's reserved attributes (key, version, ttl, index keys) are stored as typed columns or
+attributes, so that the backend can index, condition and expire on them. Every other
+attribute is encoded together into one JSON text (``data``). One codec for all backends is
+what makes a value read back identical everywhere: DynamoDB's number type cannot tell a float
+from a Decimal or hold an int past 38 digits, and JSON alone has no bytes, so this codec tags
+those few types explicitly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from overcast.core.errors import InvalidKeyError, InvalidValueError, ItemTooLargeError
+from overcast.core.ports import INDEXES, MAX_ITEM_BYTES, RESERVED_ATTRIBUTES, Item
+
+_TAG = "__overcast__"
+_ESCAPE = "~"  # appended to user keys that begin with the tag, so they never read as a tag
+MAX_PK_BYTES = 2048
+MAX_SK_BYTES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An item as backends store it: typed reserved attributes plus the encoded rest."""
+
+    pk: str
+    sk: str
+    v: int
+    data: str
+    ttl: int | None = None
+    gsi1pk: str | None = None
+    gsi1sk: str | None = None
+    gsi2pk: str | None = None
+    gsi2sk: str | None = None
+
+    def alive(self, now: float) -> bool:
+        """Say whether the record is visible at ``now`` (its ttl, if any, lies in the future)."""
+        return self.ttl is None or self.ttl > now
+
+    def index_key(self, index: str) -> tuple[str | None, str | None]:
+        """Return the record's (partition, sort) key in ``index``."""
+        pk_attr, sk_attr = INDEXES[index]
+        return getattr(self, pk_attr), getattr(self, sk_attr)
+
+    def with_version(self, v: int) -> Record:
+        """Return a copy with version ``v``."""
+        return Record(self.pk, self.sk, v, self.data, self.ttl, self.gsi1pk, self.gsi1sk, self.gsi2pk, self.gsi2sk)
+
+    def size(self) -> int:
+        """Approximate the stored size in bytes as DynamoDB counts it (names plus values)."""
+        total = len(self.pk.encode()) + len(self.sk.encode()) + len(self.data.encode()) + 4 + 2 + 1 + 4
+        for name in ("gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"):
+            value = getattr(self, name)
+            if value is not None:
+                total += len(name) + len(value.encode())
+        return total + (3 + 21 if self.ttl is not None else 0) + 21
+
+
+def check_key(pk: object, sk: object) -> None:
+    """Raise ``InvalidKeyError`` unless ``pk`` and ``sk`` are non-empty strings within DynamoDB's sizes."""
+    for name, value, limit in (("pk", pk, MAX_PK_BYTES), ("sk", sk, MAX_SK_BYTES)):
+        if not isinstance(value, str) or not value:
+            raise InvalidKeyError(value, f"{name} must be a non-empty string")
+        if len(value.encode("utf-8", "surrogatepass")) > limit:
+            raise InvalidKeyError(value, f"{name} must be at most {limit} bytes")
+
+
+def to_record(item: Item, v: int = 0) -> Record:
+    """Validate ``item`` and return its record with version ``v``.
+
+    Raises:
+        InvalidKeyError: a missing or malformed key.
+        InvalidValueError: a reserved attribute of the wrong type, or a value the codec cannot hold.
+        ItemTooLargeError: the record is over 400 KB.
+    """
+    if not isinstance(item, dict):
+        raise InvalidValueError(f"an item must be a dict, not {type(item).__name__}")
+    pk, sk = item.get("pk"), item.get("sk")
+    check_key(pk, sk)
+    assert isinstance(pk, str) and isinstance(sk, str)
+    ttl = item.get("ttl")
+    if ttl is not None:
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl):
+            raise InvalidValueError(f"ttl of ({pk!r}, {sk!r}) must be epoch seconds (a number), not {ttl!r}")
+        ttl = int(ttl)
+    index_keys: dict[str, str | None] = {}
+    for index, (ipk, isk) in INDEXES.items():
+        a, b = item.get(ipk), item.get(isk)
+        if (a is None) != (b is None):
+            raise InvalidValueError(f"item ({pk!r}, {sk!r}) must have both {ipk} and {isk} for {index}, or neither")
+        for name, value in ((ipk, a), (isk, b)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidValueError(f"{name} of ({pk!r}, {sk!r}) must be a non-empty string, not {value!r}")
+        index_keys[ipk], index_keys[isk] = a, b
+    data = {k: val for k, val in item.items() if k not in RESERVED_ATTRIBUTES}
+    try:
+        text = json.dumps(_prepare(data, ""), ensure_ascii=False, separators=(",", ":"))
+    except _Unsupported as exc:
+        raise InvalidValueError(f"item ({pk!r}, {sk!r}): {exc}") from None
+    record = Record(pk, sk, v, text, ttl, **index_keys)
+    size = record.size()
+    if size > MAX_ITEM_BYTES:
+        raise ItemTooLargeError(pk, sk, size, MAX_ITEM_BYTES)
+    return record
+
+
+def to_item(record: Record) -> Item:
+    """Return the item a record holds: its attributes, key, version, ttl and index keys."""
+    text = record.data
+    item: Item = json.loads(text, object_hook=_revive_escaped if _TAG + _ESCAPE in text else _revive)
+    item["pk"], item["sk"], item["v"] = record.pk, record.sk, record.v
+    if record.ttl is not None:
+        item["ttl"] = record.ttl
+    for name in ("gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"):
+        value = getattr(record, name)
+        if value is not None:
+            item[name] = value
+    return item
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _prepare(value: Any, path: str) -> Any:
+    """Return ``value`` as plain JSON types, tagging bytes and Decimals and escaping tag-like keys."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Unsupported(f"{path or 'value'} is {value}, which no backend stores as a number")
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key, inner in value.items():
+            if not isinstance(key, str):
+                raise _Unsupported(f"{path or 'value'} has a non-string key {key!r}; map keys must be strings")
+            out[key + _ESCAPE if key.startswith(_TAG) else key] = _prepare(inner, f"{path}.{key}" if path else key)
+        return out
+    if isinstance(value, list | tuple):
+        return [_prepare(inner, f"{path}[{i}]") for i, inner in enumerate(value)]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {_TAG: "bytes", "v": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise _Unsupported(f"{path or 'value'} is Decimal {value}, which no backend stores as a number")
+        return {_TAG: "decimal", "v": str(value)}
+    raise _Unsupported(
+        f"{path or 'value'} is a {type(value).__name__}; items hold None, bool, int, float, Decimal, "
+        "str, bytes, lists and string-keyed dicts"
+    )
+
+
+def _revive(obj: dict[str, Any]) -> Any:
+    tag = obj.get(_TAG)
+    if tag is None:
+        return obj
+    if tag == "bytes":
+        return base64.b64decode(obj["v"])
+    if tag == "decimal":
+        return Decimal(obj["v"])
+    raise InvalidValueError(f"stored value has an unknown type tag {tag!r}")
+
+
+def _revive_escaped(obj: dict[str, Any]) -> Any:
+    if _TAG in obj:
+        return _revive(obj)
+    return {(k[:-1] if k.startswith(_TAG) else k): v for k, v in obj.items()}
