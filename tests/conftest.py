@@ -34,9 +34,10 @@ class AwsTarget:
     is_moto: bool
 
     def client(self, service: str) -> Any:
-        import boto3
+        """A boto3 client built the way the adapters build theirs."""
+        from overcast.adapters._aws import aws_client
 
-        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=self.region)
+        return aws_client(service, region=self.region, endpoint_url=self.endpoint_url)
 
     def query(self) -> str:
         """Backend-URL query parameters that point an adapter here."""
