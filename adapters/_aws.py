@@ -23,9 +23,10 @@ THROTTLE_CODES = frozenset(
 def aws_client(service: str, *, region: str | None = None, endpoint_url: str | None = None) -> Any:
     """Return a boto3 client for ``service``.
 
-    botocore's own retries are limited to transient network and 5xx errors (2 tries); throttling
-    is retried by the adapters' ``Backoff`` so that one policy governs it and it can surface as
-    ``ThrottledError``.
+    botocore keeps a single retry of its own (standard mode: transient network and 5xx errors,
+    and throttles); past that, throttling is retried by the adapters' ``Backoff`` so that one
+    policy governs it and it surfaces as ``ThrottledError``. (Left alone, botocore's legacy
+    policy for DynamoDB retries ten times with up to 25 s pauses.)
     """
     import boto3
     from botocore.config import Config

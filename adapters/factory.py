@@ -52,7 +52,9 @@ def open_store(url: str, *, clock: Clock = time.time) -> KeyValueStore:
         from overcast.adapters.kv.dynamodb import DynamoDBKeyValueStore
 
         return DynamoDBKeyValueStore.from_url(parsed, clock=clock)
-    raise ConfigurationError(f"unknown store backend {parsed.scheme!r} in {url!r}; use sqlite, memory or dynamodb")
+    raise ConfigurationError(
+        f"unknown store backend {parsed.scheme!r} in {url!r}; use sqlite, memory or dynamodb"
+    )
 
 
 def open_blobs(url: str) -> BlobStore:
@@ -69,7 +71,9 @@ def open_blobs(url: str) -> BlobStore:
     if parsed.scheme == "memory":
         from overcast.adapters.blobs.memory import MemoryBlobStore
 
-        blobs: BlobStore = _memory("blobs", parsed.netloc, lambda: MemoryBlobStore(parsed.netloc or "default"))
+        blobs: BlobStore = _memory(
+            "blobs", parsed.netloc, lambda: MemoryBlobStore(parsed.netloc or "default")
+        )
         return blobs
     if parsed.scheme == "s3":
         from overcast.adapters.blobs.s3 import S3BlobStore
@@ -90,7 +94,9 @@ def open_queue(url: str) -> Queue:
 
         max_receives = parsed.param("max_receives", 5, int)
         if parsed.scheme == "memory":
-            queue: Queue = _memory("queue", parsed.netloc, lambda: LocalQueue.in_memory(parsed.netloc or "default"))
+            queue: Queue = _memory(
+                "queue", parsed.netloc, lambda: LocalQueue.in_memory(parsed.netloc or "default")
+            )
             return queue
         return LocalQueue(parsed.require_path(), parsed.param("name", "default"), max_receives=max_receives)
     if parsed.scheme == "sqs":
@@ -126,7 +132,9 @@ def open_invoker(url: str, functions: Mapping[str, str] | None = None) -> Invoke
         from overcast.adapters.invokers.aws_lambda import LambdaInvoker
 
         return LambdaInvoker.from_url(parsed)
-    raise ConfigurationError(f"unknown invoker backend {parsed.scheme!r} in {url!r}; use inline, local or lambda")
+    raise ConfigurationError(
+        f"unknown invoker backend {parsed.scheme!r} in {url!r}; use inline, local or lambda"
+    )
 
 
 @dataclass
@@ -150,7 +158,9 @@ class Adapters:
     @property
     def store(self) -> KeyValueStore:
         """The key-value store."""
-        store: KeyValueStore = self._get("store", lambda: open_store(self.settings.store_url, clock=self.clock))
+        store: KeyValueStore = self._get(
+            "store", lambda: open_store(self.settings.store_url, clock=self.clock)
+        )
         return store
 
     @property

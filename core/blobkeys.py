@@ -35,7 +35,7 @@ def validate_blob_key(key: object) -> str:
         raise InvalidKeyError(key, "a blob key must be relative, not an absolute path")
     for segment in key.split("/"):
         if segment in ("", ".", ".."):
-            raise InvalidKeyError(key, f"a blob key must not contain an empty, '.' or '..' segment")
+            raise InvalidKeyError(key, "a blob key must not contain an empty, '.' or '..' segment")
     try:
         key.encode("utf-8")
     except UnicodeEncodeError as exc:

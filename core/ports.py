@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 Item = dict[str, Any]
 """A key-value item: ``pk`` and ``sk`` (non-empty strings) plus attributes.
@@ -241,7 +241,7 @@ class Queue(Protocol):
         """Enqueue ``body`` and return the message id.
 
         Args:
-            delay_s: seconds before the message can be received (0–900).
+            delay_s: seconds before the message can be received (0-900).
             group: ordering group: messages of one group are delivered in order, one
                 in flight at a time (FIFO queues).
             dedup_id: a second send with the same id within five minutes is dropped
@@ -250,7 +250,7 @@ class Queue(Protocol):
         ...
 
     def receive(self, max_messages: int = 1, *, visibility_s: int = 30, wait_s: float = 0) -> list[Message]:
-        """Receive up to ``max_messages`` (1–10), hiding them for ``visibility_s`` seconds.
+        """Receive up to ``max_messages`` (1-10), hiding them for ``visibility_s`` seconds.
 
         Waits up to ``wait_s`` seconds for a first message when none is ready.
         """

@@ -117,18 +117,24 @@ class BackendURL:
                 return raw.lower() in ("1", "true", "yes", "on")
             return cast(raw)
         except ValueError as exc:
-            raise ConfigurationError(f"{self.url!r}: parameter {name}={raw!r} is not a {cast.__name__}") from exc
+            raise ConfigurationError(
+                f"{self.url!r}: parameter {name}={raw!r} is not a {cast.__name__}"
+            ) from exc
 
     def require_path(self) -> Path:
         """Return the path as a ``Path``; raise ``ConfigurationError`` when there is none."""
         if not self.path or self.path == "/":
-            raise ConfigurationError(f"backend URL {self.url!r} needs a path, e.g. {self.scheme}:///absolute/path")
+            raise ConfigurationError(
+                f"backend URL {self.url!r} needs a path, e.g. {self.scheme}:///absolute/path"
+            )
         return Path(self.path)
 
     def require_netloc(self, what: str) -> str:
         """Return the netloc; raise ``ConfigurationError`` naming ``what`` when it is empty."""
         if not self.netloc:
-            raise ConfigurationError(f"backend URL {self.url!r} needs a {what}: {self.scheme}://{what.upper()}")
+            raise ConfigurationError(
+                f"backend URL {self.url!r} needs a {what}: {self.scheme}://{what.upper()}"
+            )
         return self.netloc
 
     def __repr__(self) -> str:

@@ -17,7 +17,7 @@ _LAZY: dict[str, str] = {
     "Settings": "overcast.core.settings",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["Settings", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

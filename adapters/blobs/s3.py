@@ -42,7 +42,9 @@ class S3BlobStore:
         client_kwargs = {"region_name": url.param("region")}
         if url.param("endpoint"):
             client_kwargs["endpoint_url"] = url.param("endpoint")
-        fs = s3fs.S3FileSystem(client_kwargs=client_kwargs, use_listings_cache=False, skip_instance_cache=True)
+        fs = s3fs.S3FileSystem(
+            client_kwargs=client_kwargs, use_listings_cache=False, skip_instance_cache=True
+        )
         return cls(url.require_netloc("bucket"), url.path, fs=fs)
 
     @property

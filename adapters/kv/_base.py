@@ -191,7 +191,9 @@ class BaseKeyValueStore(ABC):
         for op in operations:
             enc = _encode_op(op)
             if (enc.pk, enc.sk) in seen:
-                raise InvalidValueError(f"a transaction may name each item once; ({enc.pk!r}, {enc.sk!r}) is repeated")
+                raise InvalidValueError(
+                    f"a transaction may name each item once; ({enc.pk!r}, {enc.sk!r}) is repeated"
+                )
             seen.add((enc.pk, enc.sk))
             encoded.append(enc)
         self._transact(encoded, self._clock())

@@ -51,7 +51,9 @@ class Record:
 
     def with_version(self, v: int) -> Record:
         """Return a copy with version ``v``."""
-        return Record(self.pk, self.sk, v, self.data, self.ttl, self.gsi1pk, self.gsi1sk, self.gsi2pk, self.gsi2sk)
+        return Record(
+            self.pk, self.sk, v, self.data, self.ttl, self.gsi1pk, self.gsi1sk, self.gsi2pk, self.gsi2sk
+        )
 
     def size(self) -> int:
         """Approximate the stored size in bytes as DynamoDB counts it (names plus values)."""
@@ -93,16 +95,22 @@ def to_record(item: Item, v: int = 0) -> Record:
     index_keys: dict[str, str | None] = {}
     for index, (ipk, isk) in INDEXES.items():
         a, b = item.get(ipk), item.get(isk)
-        if (a is None) != (b is None):
-            raise InvalidValueError(f"item ({pk!r}, {sk!r}) must have both {ipk} and {isk} for {index}, or neither")
+        if a is None and b is None:
+            continue
+        if a is None or b is None:
+            raise InvalidValueError(
+                f"item ({pk!r}, {sk!r}) must have both {ipk} and {isk} for {index}, or neither"
+            )
         for name, value in ((ipk, a), (isk, b)):
-            if value is not None and (not isinstance(value, str) or not value):
-                raise InvalidValueError(f"{name} of ({pk!r}, {sk!r}) must be a non-empty string, not {value!r}")
+            if not isinstance(value, str) or not value:
+                raise InvalidValueError(
+                    f"{name} of ({pk!r}, {sk!r}) must be a non-empty string, not {value!r}"
+                )
         index_keys[ipk], index_keys[isk] = a, b
     data = {k: val for k, val in item.items() if k not in RESERVED_ATTRIBUTES}
     try:
-        text = json.dumps(_prepare(data, ""), ensure_ascii=False, separators=(",", ":"))
-    except _Unsupported as exc:
+        text = encode_data(data)
+    except _UnsupportedValueError as exc:
         raise InvalidValueError(f"item ({pk!r}, {sk!r}): {exc}") from None
     record = Record(pk, sk, v, text, ttl, **index_keys)
     size = record.size()
@@ -111,10 +119,35 @@ def to_record(item: Item, v: int = 0) -> Record:
     return record
 
 
+def encode_data(data: dict[str, Any]) -> str:
+    """Encode an item's non-reserved attributes as the codec's JSON text.
+
+    The common case runs at C speed: a walk over the containers checks that every map key is
+    a plain string, and ``json.dumps`` tags bytes and Decimals through its ``default`` hook.
+    Only when a key needs escaping or a value is refused does the slower walk run, which
+    escapes, or names the offending value's path in the error.
+    """
+    if _plain_keys(data):
+        try:
+            return _ENCODER.encode(data)
+        except (TypeError, ValueError):
+            pass  # the walk below says exactly what was refused, and where
+    return _ENCODER.encode(_prepare(data, ""))
+
+
+def decode_data(text: str) -> dict[str, Any]:
+    """Decode the codec's JSON text back into attributes (the inverse of ``encode_data``)."""
+    if _TAG not in text:
+        hook = None  # nothing tagged: the C decoder alone
+    else:
+        hook = _revive_escaped if _TAG + _ESCAPE in text else _revive
+    result: dict[str, Any] = json.loads(text, object_hook=hook)
+    return result
+
+
 def to_item(record: Record) -> Item:
     """Return the item a record holds: its attributes, key, version, ttl and index keys."""
-    text = record.data
-    item: Item = json.loads(text, object_hook=_revive_escaped if _TAG + _ESCAPE in text else _revive)
+    item: Item = decode_data(record.data)
     item["pk"], item["sk"], item["v"] = record.pk, record.sk, record.v
     if record.ttl is not None:
         item["ttl"] = record.ttl
@@ -125,8 +158,39 @@ def to_item(record: Record) -> Item:
     return item
 
 
-class _Unsupported(Exception):
+class _UnsupportedValueError(Exception):
     pass
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def _plain_keys(value: Any) -> bool:
+    """Say whether every map key inside ``value`` is a ``str`` that does not begin with the tag."""
+    stack = [value]
+    push = stack.append
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            for key, inner in current.items():
+                if type(key) is not str or key.startswith(_TAG):
+                    return False
+                if isinstance(inner, _CONTAINERS):
+                    push(inner)
+        else:
+            for inner in current:
+                if isinstance(inner, _CONTAINERS):
+                    push(inner)
+    return True
+
+
+def _tag(value: Any) -> Any:
+    """``json.dumps``'s hook for the two non-JSON types the codec holds."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {_TAG: "bytes", "v": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, Decimal) and value.is_finite():
+        return {_TAG: "decimal", "v": str(value)}
+    raise TypeError(type(value).__name__)
 
 
 def _prepare(value: Any, path: str) -> Any:
@@ -137,14 +201,18 @@ def _prepare(value: Any, path: str) -> Any:
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise _Unsupported(f"{path or 'value'} is {value}, which no backend stores as a number")
+            raise _UnsupportedValueError(f"{path or 'value'} is {value}, which no backend stores as a number")
         return value
     if isinstance(value, dict):
         out = {}
         for key, inner in value.items():
             if not isinstance(key, str):
-                raise _Unsupported(f"{path or 'value'} has a non-string key {key!r}; map keys must be strings")
-            out[key + _ESCAPE if key.startswith(_TAG) else key] = _prepare(inner, f"{path}.{key}" if path else key)
+                raise _UnsupportedValueError(
+                    f"{path or 'value'} has a non-string key {key!r}; map keys must be strings"
+                )
+            out[key + _ESCAPE if key.startswith(_TAG) else key] = _prepare(
+                inner, f"{path}.{key}" if path else key
+            )
         return out
     if isinstance(value, list | tuple):
         return [_prepare(inner, f"{path}[{i}]") for i, inner in enumerate(value)]
@@ -152,9 +220,11 @@ def _prepare(value: Any, path: str) -> Any:
         return {_TAG: "bytes", "v": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, Decimal):
         if not value.is_finite():
-            raise _Unsupported(f"{path or 'value'} is Decimal {value}, which no backend stores as a number")
+            raise _UnsupportedValueError(
+                f"{path or 'value'} is Decimal {value}, which no backend stores as a number"
+            )
         return {_TAG: "decimal", "v": str(value)}
-    raise _Unsupported(
+    raise _UnsupportedValueError(
         f"{path or 'value'} is a {type(value).__name__}; items hold None, bool, int, float, Decimal, "
         "str, bytes, lists and string-keyed dicts"
     )
@@ -175,3 +245,6 @@ def _revive_escaped(obj: dict[str, Any]) -> Any:
     if _TAG in obj:
         return _revive(obj)
     return {(k[:-1] if k.startswith(_TAG) else k): v for k, v in obj.items()}
+
+
+_ENCODER = json.JSONEncoder(default=_tag, allow_nan=False, ensure_ascii=False, separators=(",", ":"))

@@ -76,9 +76,7 @@ class DynamoDBKeyValueStore(BaseKeyValueStore):
     # -- hooks --------------------------------------------------------------------------------
 
     def _get(self, pk: str, sk: str) -> Record | None:
-        response = self._call(
-            "GetItem", pk, sk, TableName=self.table, Key=_key(pk, sk), ConsistentRead=True
-        )
+        response = self._call("GetItem", pk, sk, TableName=self.table, Key=_key(pk, sk), ConsistentRead=True)
         item = response.get("Item")
         return _from_ddb(item) if item else None
 
@@ -188,10 +186,16 @@ class DynamoDBKeyValueStore(BaseKeyValueStore):
                 for index, code in enumerate(reasons):
                     if code == "ConditionalCheckFailed":
                         op = operations[index]
-                        raise TransactionConflictError(op.pk, op.sk, op.condition.describe(), index=index) from exc
+                        raise TransactionConflictError(
+                            op.pk, op.sk, op.condition.describe(), index=index
+                        ) from exc
                     if code == "ValidationError":
                         raise InvalidValueError(f"transaction operation {index} was refused: {exc}") from exc
-                retryable = [i for i, code in enumerate(reasons) if code == "TransactionConflict" or code in _TXN_THROTTLES]
+                retryable = [
+                    i
+                    for i, code in enumerate(reasons)
+                    if code == "TransactionConflict" or code in _TXN_THROTTLES
+                ]
                 if not retryable:
                     raise BackendError(f"transaction cancelled for reasons {reasons}") from exc
                 if attempt == self._backoff.attempts - 1:
@@ -199,9 +203,15 @@ class DynamoDBKeyValueStore(BaseKeyValueStore):
                     op = operations[index]
                     if reasons[index] == "TransactionConflict":
                         raise TransactionConflictError(
-                            op.pk, op.sk, "another transaction is writing this item", index=index, reason="conflict"
+                            op.pk,
+                            op.sk,
+                            "another transaction is writing this item",
+                            index=index,
+                            reason="conflict",
                         ) from exc
-                    raise ThrottledError("transaction was throttled", attempts=self._backoff.attempts) from exc
+                    raise ThrottledError(
+                        "transaction was throttled", attempts=self._backoff.attempts
+                    ) from exc
                 self._backoff.sleep(self._backoff.pause(attempt))
 
     def _transact_item(self, op: EncodedOp, now: float) -> dict[str, Any]:
@@ -213,7 +223,9 @@ class DynamoDBKeyValueStore(BaseKeyValueStore):
                 return {"Update": {"TableName": self.table, **body, **expr.kwargs()}}
             check = _condition_expression(op.condition, now, expr)
             item = _to_ddb(op.record.with_version(op.condition.next_version(None)))
-            return {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": check, **expr.kwargs()}}
+            return {
+                "Put": {"TableName": self.table, "Item": item, "ConditionExpression": check, **expr.kwargs()}
+            }
         body = {"TableName": self.table, "Key": _key(op.pk, op.sk)}
         if op.kind == "delete":
             if not op.condition.unconditional:
@@ -246,10 +258,14 @@ class DynamoDBKeyValueStore(BaseKeyValueStore):
 
     # -- the one place vendor errors are translated -----------------------------------------------
 
-    def _call(self, operation: str, pk: str, sk: str, condition: Condition | None = None, **kwargs: Any) -> Any:
+    def _call(
+        self, operation: str, pk: str, sk: str, condition: Condition | None = None, **kwargs: Any
+    ) -> Any:
         method: Callable[..., Any] = getattr(self.client, _snake(operation))
         try:
-            return self._backoff.run(lambda: method(**kwargs), is_throttle=is_throttle, what=f"DynamoDB {operation}")
+            return self._backoff.run(
+                lambda: method(**kwargs), is_throttle=is_throttle, what=f"DynamoDB {operation}"
+            )
         except ThrottledError:
             raise
         except Exception as exc:
@@ -283,7 +299,10 @@ def create_table(client: Any, table: str, *, wait: bool = True) -> None:
             TableName=table,
             BillingMode="PAY_PER_REQUEST",
             AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in attributes],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
             GlobalSecondaryIndexes=[
                 {
                     "IndexName": name,
@@ -342,7 +361,9 @@ def _live(now: float, expr: _Expr) -> str:
 
 def _condition_expression(condition: Condition, now: float, expr: _Expr) -> str:
     if condition.absent:
-        return f"attribute_not_exists({expr.name('pk')}) OR {expr.name('ttl')} <= {expr.value('now', _n(now))}"
+        return (
+            f"attribute_not_exists({expr.name('pk')}) OR {expr.name('ttl')} <= {expr.value('now', _n(now))}"
+        )
     if condition.exists:
         return f"attribute_exists({expr.name('pk')}) AND {_live(now, expr)}"
     return f"{expr.name('v')} = {expr.value('expected', _n(condition.version or 0))} AND {_live(now, expr)}"

@@ -71,7 +71,9 @@ class MemoryKeyValueStore(BaseKeyValueStore):
             for op in operations:
                 if op.kind == "put" and op.record is not None:
                     current = self._get(op.pk, op.sk)
-                    self._store(op.record.with_version(op.condition.next_version(current.v if current else None)))
+                    self._store(
+                        op.record.with_version(op.condition.next_version(current.v if current else None))
+                    )
                 elif op.kind == "delete":
                     self._remove(op.pk, op.sk)
 

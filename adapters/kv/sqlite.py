@@ -135,7 +135,9 @@ class SqliteKeyValueStore(BaseKeyValueStore):
     def _delete(self, pk: str, sk: str, condition: Condition, now: float) -> bool:
         params = {"pk": pk, "sk": sk, "now": now, "expected": condition.version}
         guard = f" AND v = :expected AND {_LIVE}" if condition.version is not None else ""
-        rows = self._execute(f"DELETE FROM items WHERE pk = :pk AND sk = :sk{guard} RETURNING ttl", params).fetchall()
+        rows = self._execute(
+            f"DELETE FROM items WHERE pk = :pk AND sk = :sk{guard} RETURNING ttl", params
+        ).fetchall()
         if not rows:
             if condition.version is not None:
                 raise ConditionFailedError(pk, sk, condition.describe())
@@ -206,7 +208,8 @@ class SqliteKeyValueStore(BaseKeyValueStore):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
-                    f"INSERT OR REPLACE INTO items ({_COLUMNS}) VALUES ({_VALUES})", [_params(r) for r in records]
+                    f"INSERT OR REPLACE INTO items ({_COLUMNS}) VALUES ({_VALUES})",
+                    [_params(r) for r in records],
                 )
             except BaseException:
                 conn.execute("ROLLBACK")

@@ -68,7 +68,9 @@ def table(aws: Any, unique: Any) -> Iterator[tuple[Any, str]]:
 
 
 def _store(client: Any, name: str, attempts: int = 6) -> DynamoDBKeyValueStore:
-    return DynamoDBKeyValueStore(name, client=client, backoff=Backoff(attempts=attempts, sleep=lambda _s: None))
+    return DynamoDBKeyValueStore(
+        name, client=client, backoff=Backoff(attempts=attempts, sleep=lambda _s: None)
+    )
 
 
 def test_throttled_writes_are_retried_until_they_pass(table: tuple[Any, str]) -> None:
@@ -105,7 +107,10 @@ def test_create_table_makes_both_indexes_and_ttl_and_is_idempotent(table: tuple[
     client, name = table
     create_table(client, name)  # again: no error, nothing changes
     description = client.describe_table(TableName=name)["Table"]
-    indexes = {i["IndexName"]: [k["AttributeName"] for k in i["KeySchema"]] for i in description["GlobalSecondaryIndexes"]}
+    indexes = {
+        i["IndexName"]: [k["AttributeName"] for k in i["KeySchema"]]
+        for i in description["GlobalSecondaryIndexes"]
+    }
     assert indexes == {"gsi1": ["gsi1pk", "gsi1sk"], "gsi2": ["gsi2pk", "gsi2sk"]}
     ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
     assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "ttl")
@@ -113,7 +118,9 @@ def test_create_table_makes_both_indexes_and_ttl_and_is_idempotent(table: tuple[
 
 def test_items_are_stored_in_the_documented_layout(table: tuple[Any, str]) -> None:
     client, name = table
-    _store(client, name).put({"pk": "P", "sk": "S", "ttl": 1_900_000_000, "gsi1pk": "G", "gsi1sk": "1", "x": 0.5})
+    _store(client, name).put(
+        {"pk": "P", "sk": "S", "ttl": 1_900_000_000, "gsi1pk": "G", "gsi1sk": "1", "x": 0.5}
+    )
     raw = client.get_item(TableName=name, Key={"pk": {"S": "P"}, "sk": {"S": "S"}})["Item"]
     assert raw["v"] == {"N": "1"} and raw["ttl"] == {"N": "1900000000"}
     assert raw["gsi1pk"] == {"S": "G"} and json.loads(raw["data"]["S"]) == {"x": 0.5}

@@ -107,7 +107,12 @@ BAD_KEYS = [
 
 @pytest.mark.parametrize("key", BAD_KEYS)
 def test_bad_keys_are_refused_everywhere(blobs: BlobStore, key: str) -> None:
-    for call in (lambda: blobs.put(key, b"x"), lambda: blobs.get(key), lambda: blobs.exists(key), lambda: blobs.delete(key)):
+    for call in (
+        lambda: blobs.put(key, b"x"),
+        lambda: blobs.get(key),
+        lambda: blobs.exists(key),
+        lambda: blobs.delete(key),
+    ):
         with pytest.raises(InvalidKeyError) as info:
             call()
         assert info.value.reason

@@ -15,7 +15,6 @@ from overcast.adapters.factory import open_store
 from overcast.adapters.kv._base import prefix_successor
 from overcast.adapters.kv.dynamodb import DynamoDBKeyValueStore, create_table
 from overcast.adapters.kv.memory import MemoryKeyValueStore
-from overcast.adapters.kv.sqlite import SqliteKeyValueStore
 from overcast.core.errors import (
     ConditionFailedError,
     InvalidKeyError,
@@ -258,7 +257,10 @@ def test_query_ranges_are_inclusive_and_may_be_open(store: KeyValueStore) -> Non
 def test_prefix_is_exact_at_unicode_edges(store: KeyValueStore) -> None:
     sks = ["a\U0010ffff", "a\U0010ffffz", "a\ud7ffz", "a\ue000", "b", "a"]
     store.batch_put([{"pk": "P", "sk": sk} for sk in sks])
-    assert [i["sk"] for i in store.query("P", sk_prefix="a\U0010ffff").items] == ["a\U0010ffff", "a\U0010ffffz"]
+    assert [i["sk"] for i in store.query("P", sk_prefix="a\U0010ffff").items] == [
+        "a\U0010ffff",
+        "a\U0010ffffz",
+    ]
     assert [i["sk"] for i in store.query("P", sk_prefix="a\ud7ff").items] == ["a\ud7ffz"]
     assert len(store.query("P", sk_prefix="a").items) == 5
     assert prefix_successor("\U0010ffff") is None
@@ -368,7 +370,9 @@ def test_threads_racing_version_guarded_updates_get_one_winner_per_version(store
     store.put({"pk": "C", "sk": "counter", "n": 0, "by": []})
     workers, rounds = 6, 8
     wins: list[int] = []
-    threads = [threading.Thread(target=_run_increments, args=(store, w, rounds, wins)) for w in range(workers)]
+    threads = [
+        threading.Thread(target=_run_increments, args=(store, w, rounds, wins)) for w in range(workers)
+    ]
     for t in threads:
         t.start()
     for t in threads:

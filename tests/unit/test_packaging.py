@@ -27,7 +27,9 @@ def test_every_folder_with_an_init_is_in_the_package_list() -> None:
             expected.add(".".join((package, *relative)))
     # sdk/ holds overcast itself, and its sub-folders are mapped by their own entries
     missing = sorted(p for p in expected if p not in listed)
-    assert not missing, f"subpackages missing from [tool.setuptools] packages (they would drop out of the wheel): {missing}"
+    assert not missing, (
+        f"subpackages missing from [tool.setuptools] packages (they would drop out of the wheel): {missing}"
+    )
     unknown = sorted(p for p in listed if p not in expected)
     assert not unknown, f"packages listed without an __init__.py: {unknown}"
 

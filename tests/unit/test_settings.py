@@ -61,6 +61,10 @@ def test_bad_backend_urls_get_a_clear_error(opener: object, url: str, words: str
 
 
 def test_memory_backends_are_shared_by_name() -> None:
-    a, b, c = open_store("memory://shared-1"), open_store("memory://shared-1"), open_store("memory://shared-2")
+    a, b, c = (
+        open_store("memory://shared-1"),
+        open_store("memory://shared-1"),
+        open_store("memory://shared-2"),
+    )
     a.put({"pk": "p", "sk": "s"})
     assert b.get("p", "s") is not None and c.get("p", "s") is None
