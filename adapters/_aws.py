@@ -20,13 +20,20 @@ THROTTLE_CODES = frozenset(
 )
 
 
-def aws_client(service: str, *, region: str | None = None, endpoint_url: str | None = None) -> Any:
+def aws_client(
+    service: str, *, region: str | None = None, endpoint_url: str | None = None, read_timeout_s: float = 70
+) -> Any:
     """Return a boto3 client for ``service``.
 
     botocore keeps a single retry of its own (standard mode: transient network and 5xx errors,
     and throttles); past that, throttling is retried by the adapters' ``Backoff`` so that one
     policy governs it and it surfaces as ``ThrottledError``. (Left alone, botocore's legacy
     policy for DynamoDB retries ten times with up to 25 s pauses.)
+
+    Args:
+        read_timeout_s: how long a response may take; raise it for calls that wait on work
+            (a synchronous Lambda invoke may run 15 minutes). TCP keep-alive keeps such a
+            silent connection from being dropped by NAT gateways.
     """
     import boto3
     from botocore.config import Config
@@ -34,7 +41,8 @@ def aws_client(service: str, *, region: str | None = None, endpoint_url: str | N
     config = Config(
         retries={"mode": "standard", "total_max_attempts": 2},
         connect_timeout=5,
-        read_timeout=70,
+        read_timeout=read_timeout_s,
+        tcp_keepalive=True,
         max_pool_connections=32,
     )
     return boto3.session.Session().client(

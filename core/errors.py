@@ -186,12 +186,13 @@ class InvocationTimeoutError(InvocationError):
     """Raised when the function ran past its timeout and was stopped.
 
     Attributes:
-        timeout_s: the timeout it exceeded.
+        timeout_s: the timeout it exceeded, when the backend said (``None`` otherwise).
     """
 
-    def __init__(self, function: str, timeout_s: float) -> None:
+    def __init__(self, function: str, timeout_s: float | None) -> None:
         self.timeout_s = timeout_s
-        super().__init__(function, f"function {function!r} timed out after {timeout_s:.2f} seconds")
+        after = f" after {timeout_s:.2f} seconds" if timeout_s is not None else ""
+        super().__init__(function, f"function {function!r} timed out{after}")
 
 
 class FunctionCrashedError(InvocationError):
