@@ -228,6 +228,14 @@ class Queue(Protocol):
     A message received and not acknowledged within its visibility timeout is delivered
     again; after ``max_receives`` deliveries it moves to the dead-letter queue. Consumers
     must be idempotent.
+
+    Arguments are held to SQS's limits on every backend (so code tested locally behaves the
+    same in the cloud): body up to 1 MiB, ``delay_s`` 0-900, ``max_messages`` 1-10,
+    ``visibility_s`` 0-43,200, ``wait_s`` 0-20; a value out of range raises
+    ``InvalidValueError``. Ordering groups and deduplication hold on the local queue and on
+    FIFO SQS queues; a standard SQS queue ignores them, and a FIFO SQS queue refuses
+    ``delay_s``. A receipt from an earlier delivery acknowledges or extends nothing locally;
+    SQS may still act on it, which is one more reason consumers must be idempotent.
     """
 
     def send(
@@ -242,8 +250,9 @@ class Queue(Protocol):
 
         Args:
             delay_s: seconds before the message can be received (0-900).
-            group: ordering group: messages of one group are delivered in order, one
-                in flight at a time (FIFO queues).
+            group: ordering group: messages of one group are delivered in order, none while
+                an earlier one of the group is in flight (FIFO SQS may hand several, in order,
+                in one batch).
             dedup_id: a second send with the same id within five minutes is dropped
                 (FIFO queues), and the first message's id is returned.
         """
@@ -261,7 +270,10 @@ class Queue(Protocol):
         ...
 
     def extend(self, receipt: str, visibility_s: int) -> None:
-        """Set the delivered message to become visible again ``visibility_s`` seconds from now."""
+        """Set the delivered message to become visible again ``visibility_s`` seconds from now.
+
+        A stale or unknown receipt does nothing (the message was acknowledged or redelivered).
+        """
         ...
 
 
@@ -287,5 +299,8 @@ class Invoker(Protocol):
             FunctionError: the handler raised; its type and message are kept.
             InvocationTimeoutError: the handler ran past its timeout and was stopped.
             FunctionCrashedError: the handler's process died.
+            InvalidValueError: the payload is not JSON or is over Lambda's limits (6 MB
+                waiting, 1 MB queued).
+            ThrottledError: the backend kept refusing for load.
         """
         ...

@@ -34,15 +34,14 @@ class FakeClock:
         self.now += seconds
 
 
-def kv_increment_worker(url: str, worker: int, rounds: int) -> list[int]:
-    """In a child process: increment the counter item ``rounds`` times with version guards.
+def increment_counter(store: Any, worker: int, rounds: int) -> list[int]:
+    """Increment the counter item ``("C", "counter")`` ``rounds`` times under version guards.
 
-    Returns the versions this worker won (the version it read before its successful write).
+    Each attempt reads the item and writes it back with ``if_version``; a lost race re-reads.
+    Returns the versions this worker won (the version it read before each successful write).
     """
-    from overcast.adapters.factory import open_store
     from overcast.core.errors import ConditionFailedError
 
-    store = open_store(url)
     wins = []
     for _ in range(rounds):
         while True:
@@ -55,3 +54,10 @@ def kv_increment_worker(url: str, worker: int, rounds: int) -> list[int]:
             wins.append(item["v"])
             break
     return wins
+
+
+def kv_increment_worker(url: str, worker: int, rounds: int) -> list[int]:
+    """``increment_counter`` in a child process, on the store that ``url`` names."""
+    from overcast.adapters.factory import open_store
+
+    return increment_counter(open_store(url), worker, rounds)

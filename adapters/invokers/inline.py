@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from overcast.adapters.invokers._background import BackgroundInvocations
 from overcast.adapters.invokers._handlers import (
     MAX_SYNC_PAYLOAD,
     encode_payload,
@@ -16,12 +15,13 @@ from overcast.adapters.invokers._handlers import (
     run_handler,
     unwrap,
 )
+from overcast.adapters.invokers._local import LocalFunctions
 from overcast.core.errors import FunctionCrashedError
 
 logger = logging.getLogger(__name__)
 
 
-class InlineInvoker:
+class InlineInvoker(LocalFunctions):
     """Runs handlers in the calling process: on the caller's thread, or a background one for ``wait=False``.
 
     Inline cannot stop a handler that runs too long (a Python thread cannot be interrupted), so
@@ -36,21 +36,7 @@ class InlineInvoker:
     """
 
     def __init__(self, functions: Mapping[str, str] | None = None, *, timeout_s: float = 900) -> None:
-        self.functions: dict[str, str] = dict(functions or {})
-        self.timeout_s = timeout_s
-        self._timeouts: dict[str, float] = {}
-        self._background = BackgroundInvocations(8, "overcast-inline")
-
-    @property
-    def failures(self) -> list[Exception]:
-        """The errors of ``wait=False`` invocations, oldest first."""
-        return self._background.failures
-
-    def register(self, name: str, handler: str, *, timeout_s: float | None = None) -> None:
-        """Register function ``name`` with its handler path and, optionally, its own timeout."""
-        self.functions[name] = handler
-        if timeout_s is not None:
-            self._timeouts[name] = timeout_s
+        super().__init__(functions, timeout_s=timeout_s, threads=8, thread_name="overcast-inline")
 
     def invoke(self, function: str, payload: Any, *, wait: bool = True, request_id: str | None = None) -> Any:
         """Invoke ``function`` with ``payload`` (see ``overcast.core.ports.Invoker``).
@@ -80,7 +66,7 @@ class InlineInvoker:
         return self._run(function, handler, event_json, request_id, MAX_SYNC_PAYLOAD)
 
     def _run(self, function: str, handler: str, event_json: str, request_id: str, limit: int | None) -> Any:
-        timeout_s = self._timeouts.get(function, self.timeout_s)
+        timeout_s = self.timeout_for(function)
         try:
             outcome = run_handler(
                 function,
@@ -95,10 +81,6 @@ class InlineInvoker:
             code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
             raise FunctionCrashedError(function, code, "the handler called sys.exit") from exc
         return unwrap(function, outcome)
-
-    def drain(self, timeout: float | None = None) -> bool:
-        """Wait for pending ``wait=False`` invocations; return whether all finished within ``timeout``."""
-        return self._background.drain(timeout)
 
     def close(self) -> None:
         """Drop ``wait=False`` invocations that have not started (call ``drain`` first to keep them)."""

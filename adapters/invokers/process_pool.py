@@ -23,7 +23,6 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from overcast.adapters.invokers._background import BackgroundInvocations
 from overcast.adapters.invokers._handlers import (
     MAX_SYNC_PAYLOAD,
     Outcome,
@@ -33,6 +32,7 @@ from overcast.adapters.invokers._handlers import (
     run_handler,
     unwrap,
 )
+from overcast.adapters.invokers._local import LocalFunctions
 from overcast.core.errors import (
     BackendError,
     ConfigurationError,
@@ -133,7 +133,7 @@ class _Worker:
         self.conn.close()
 
 
-class LocalProcessInvoker:
+class LocalProcessInvoker(LocalFunctions):
     """Runs handlers in a pool of warm worker processes, with timeouts and crash containment.
 
     At most ``max_workers`` invocations run at once; further callers wait for a free worker.
@@ -159,10 +159,8 @@ class LocalProcessInvoker:
     ) -> None:
         if max_workers < 1:
             raise ConfigurationError(f"max_workers must be at least 1, not {max_workers}")
-        self.functions: dict[str, str] = dict(functions or {})
+        super().__init__(functions, timeout_s=timeout_s, threads=max_workers, thread_name="overcast-events")
         self.max_workers = max_workers
-        self.timeout_s = timeout_s
-        self._timeouts: dict[str, float] = {}
         self._context = multiprocessing.get_context(start_method)
         self._cond = threading.Condition()
         self._idle: list[_Worker] = []  # a stack: the most recently used worker is the warmest
@@ -170,18 +168,6 @@ class LocalProcessInvoker:
         self._starting = 0
         self._closed = False
         self._names = count(1)
-        self._background = BackgroundInvocations(max_workers, "overcast-events")
-
-    @property
-    def failures(self) -> list[Exception]:
-        """The errors of ``wait=False`` invocations, oldest first."""
-        return self._background.failures
-
-    def register(self, name: str, handler: str, *, timeout_s: float | None = None) -> None:
-        """Register function ``name`` with its handler path and, optionally, its own timeout."""
-        self.functions[name] = handler
-        if timeout_s is not None:
-            self._timeouts[name] = timeout_s
 
     def invoke(self, function: str, payload: Any, *, wait: bool = True, request_id: str | None = None) -> Any:
         """Invoke ``function`` with ``payload`` in a worker process (see ``overcast.core.ports.Invoker``).
@@ -206,7 +192,7 @@ class LocalProcessInvoker:
         handler = lookup_handler(self.functions, function)
         event_json = encode_payload(function, payload, wait=wait)
         request_id = request_id or str(uuid.uuid4())
-        request = (function, handler, event_json, self._timeouts.get(function, self.timeout_s), request_id)
+        request = (function, handler, event_json, self.timeout_for(function), request_id)
         if not wait:
             self._background.submit(function, request_id, lambda: self._call(function, (*request, None)))
             return None
@@ -275,10 +261,6 @@ class LocalProcessInvoker:
             self._cond.notify()
         if not keep:
             worker.kill()
-
-    def drain(self, timeout: float | None = None) -> bool:
-        """Wait for pending ``wait=False`` invocations; return whether all finished within ``timeout``."""
-        return self._background.drain(timeout)
 
     def close(self) -> None:
         """Stop every worker and drop queued ``wait=False`` invocations (``drain`` first to keep them).

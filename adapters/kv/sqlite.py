@@ -3,17 +3,16 @@
 Every conditional write is a single statement (or, for transactions, one ``BEGIN IMMEDIATE``
 block), so SQLite's write lock is what serializes competing writers: several processes on one
 file never lose or corrupt a write. ``synchronous=NORMAL`` in WAL mode survives a crash of the
-process (not of the machine's power) at a fraction of FULL's cost.
+process (not of the machine's power) at a fraction of FULL's cost (see ``overcast.adapters._sqlite``).
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
+from overcast.adapters._sqlite import ThreadConnections, connect, immediate
 from overcast.adapters.kv._base import (
     BaseKeyValueStore,
     Clock,
@@ -46,21 +45,17 @@ class SqliteKeyValueStore(BaseKeyValueStore):
     """A ``KeyValueStore`` in an SQLite file (``sqlite:///path``).
 
     Args:
-        path: the database file; its directory is created. ``":memory:"`` gives a private
-            in-memory database (one connection, for tests).
+        path: the database file; its directory is created.
         clock: epoch seconds, for TTL.
         busy_timeout_s: how long a writer waits for another's lock before failing.
     """
 
     def __init__(self, path: str | Path, *, clock: Clock = time.time, busy_timeout_s: float = 30.0) -> None:
         super().__init__(clock=clock)
-        self._path = str(path)
-        self._busy_ms = int(busy_timeout_s * 1000)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
-        if self._path != ":memory:":
-            Path(self._path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        file = Path(path).expanduser()
+        file.parent.mkdir(parents=True, exist_ok=True)
+        self._path = str(file)
+        self._connections = ThreadConnections(lambda: connect(self._path, busy_timeout_s=busy_timeout_s))
         self._conn().executescript(_SCHEMA)
 
     @property
@@ -69,32 +64,11 @@ class SqliteKeyValueStore(BaseKeyValueStore):
         return self._path
 
     def _conn(self) -> sqlite3.Connection:
-        # One connection per thread (sqlite3 objects are not shared across threads), and a
-        # new one after fork: a connection inherited from the parent must never be used.
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
-            return conn
-        if self._path == ":memory:" and self._all:
-            conn = self._all[0]
-        else:
-            conn = sqlite3.connect(
-                self._path, timeout=self._busy_ms / 1000, isolation_level=None, check_same_thread=False
-            )
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            with self._all_lock:
-                self._all.append(conn)
-        self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
+        return self._connections.get()
 
     def close(self) -> None:
         """Close every connection this store opened."""
-        with self._all_lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
-        self._local = threading.local()
+        self._connections.close()
 
     def purge_expired(self) -> int:
         """Delete items whose ttl has passed (reads ignore them anyway); return how many."""
@@ -176,10 +150,8 @@ class SqliteKeyValueStore(BaseKeyValueStore):
         return [Record(*row) for row in self._execute(sql, params)]
 
     def _transact(self, operations: list[EncodedOp], now: float) -> None:
-        conn = self._conn()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(self._conn()) as conn:
                 for index, op in enumerate(operations):
                     row = conn.execute(
                         f"SELECT {_COLUMNS} FROM items WHERE pk = ? AND sk = ?", (op.pk, op.sk)
@@ -195,26 +167,16 @@ class SqliteKeyValueStore(BaseKeyValueStore):
                         )
                     elif op.kind == "delete":
                         conn.execute("DELETE FROM items WHERE pk = ? AND sk = ?", (op.pk, op.sk))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite transaction failed: {exc}") from exc
 
     def _batch_put(self, records: list[Record]) -> None:
-        conn = self._conn()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(self._conn()) as conn:
                 conn.executemany(
                     f"INSERT OR REPLACE INTO items ({_COLUMNS}) VALUES ({_VALUES})",
                     [_params(r) for r in records],
                 )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite batch write failed: {exc}") from exc
 

@@ -18,13 +18,13 @@ import sqlite3
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from overcast.adapters._sqlite import ThreadConnections, connect, immediate
 from overcast.adapters.queues._limits import (
     DEDUP_WINDOW_S,
     check_max_receives,
@@ -59,22 +59,10 @@ WHERE queue = ? AND visible_at <= ? AND (grp IS NULL OR NOT EXISTS (
 ORDER BY seq LIMIT ?
 """
 
-# Connections inherited through fork are parked here, never closed: closing them in the child
-# could release locks or roll back work that belongs to the parent.
-_INHERITED: list[sqlite3.Connection] = []
 # A shared-cache memory database reports contention as SQLITE_LOCKED, which busy_timeout does
 # not retry, so its users in one process take turns on a lock per database instead.
 _MEMORY_LOCKS: dict[str, threading.Lock] = {}
 _MEMORY_LOCKS_GUARD = threading.Lock()
-
-
-class _Handle:
-    """A thread's connection; weakly tracked so ``close()`` reaches it and a dead thread's goes."""
-
-    __slots__ = ("__weakref__", "conn", "pid")
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn, self.pid = conn, os.getpid()
 
 
 class LocalQueue:
@@ -141,8 +129,7 @@ class LocalQueue:
             check_max_receives(max_receives)
         self.name, self.max_receives = name, max_receives
         self._database, self._uri, self._clock = database, uri, clock
-        self._local = threading.local()
-        self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
+        self._connections = ThreadConnections(lambda: connect(database, uri=uri))
         self._closed = False
         self._dead_letter: LocalQueue | None = None
         self._lock: AbstractContextManager[Any] = nullcontext()
@@ -150,43 +137,21 @@ class LocalQueue:
         if uri:
             with _MEMORY_LOCKS_GUARD:
                 self._lock = _MEMORY_LOCKS.setdefault(database, threading.Lock())
-            self._keeper = self._open()  # the database lives as long as one connection does
+            self._keeper = connect(database, uri=True)  # the database lives as long as one connection does
         with self._lock:
             self._connection().executescript(_SCHEMA)
-
-    def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._database, uri=self._uri, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 30000")
-        if not self._uri:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-        return conn
 
     def _connection(self) -> sqlite3.Connection:
         if self._closed:
             raise BackendError(f"queue {self.name!r} is closed")
-        handle: _Handle | None = getattr(self._local, "handle", None)
-        if handle is not None and handle.pid == os.getpid():
-            return handle.conn
-        if handle is not None:
-            _INHERITED.append(handle.conn)
-        handle = self._local.handle = _Handle(self._open())
-        self._handles.add(handle)
-        return handle.conn
+        return self._connections.get()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """Run a block in one ``BEGIN IMMEDIATE`` transaction; SQLite errors become ``BackendError``."""
         try:
-            with self._lock:
-                conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
+            with self._lock, immediate(self._connection()) as conn:
+                yield conn
         except sqlite3.Error as exc:
             raise BackendError(f"queue {self.name!r} in {self._database}: {exc}") from exc
 
@@ -334,9 +299,7 @@ class LocalQueue:
         self._closed = True
         if self._dead_letter is not None:
             self._dead_letter.close()
-        for handle in list(self._handles):
-            if handle.pid == os.getpid():
-                handle.conn.close()
+        self._connections.close()
         if self._keeper is not None:
             self._keeper.close()
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing
-import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from support import FakeClock, kv_increment_worker
+from support import FakeClock, increment_counter, kv_increment_worker
 
 from overcast.adapters.factory import open_store
 from overcast.adapters.kv._base import prefix_successor
@@ -353,30 +353,12 @@ def test_batch_put_writes_everything_last_write_wins(store: KeyValueStore) -> No
 # -- concurrency --------------------------------------------------------------------------------
 
 
-def _run_increments(store: KeyValueStore, worker: int, rounds: int, wins: list[int]) -> None:
-    for _ in range(rounds):
-        while True:
-            item = store.get("C", "counter")
-            assert item is not None
-            try:
-                store.put({**item, "n": item["n"] + 1, "by": [*item["by"], worker]}, if_version=item["v"])
-            except ConditionFailedError:
-                continue
-            wins.append(item["v"])
-            break
-
-
 def test_threads_racing_version_guarded_updates_get_one_winner_per_version(store: KeyValueStore) -> None:
     store.put({"pk": "C", "sk": "counter", "n": 0, "by": []})
     workers, rounds = 6, 8
-    wins: list[int] = []
-    threads = [
-        threading.Thread(target=_run_increments, args=(store, w, rounds, wins)) for w in range(workers)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(lambda w: increment_counter(store, w, rounds), range(workers)))
+    wins = [v for result in results for v in result]
     final = store.get("C", "counter")
     assert final is not None
     assert final["n"] == workers * rounds == len(final["by"])
