@@ -1,0 +1,131 @@
+"""Every key Overcast writes to the key-value store: the single-table design, in one place.
+
+==================  ===========================  ==============================  =========================
+entity              pk                           sk                              indexes
+==================  ===========================  ==============================  =========================
+flow                ``FLOW#<id>``                ``META``                        gsi2 ``FLOWS#<s>`` / name
+flow run            ``RUN#<id>``                 ``META``                        gsi1 ``RUNSTATE#<type>#<s>`` /
+                                                                                 ``<expected start>#<id>``;
+                                                                                 gsi2 ``RUNS#<s>`` / same
+flow run state      ``RUN#<id>``                 ``STATE#<ts>#<state id>``
+idempotency key     ``RUNKEY#<flow id>#<key>``   ``META``
+task run            ``TASKRUN#<id>``             ``META``                        gsi2 ``RUNTASKS#<flow run>`` /
+                                                                                 ``<created>#<id>``
+task run state      ``TASKRUN#<id>``             ``STATE#<ts>#<state id>``
+log line            ``LOG#<run id>``             ``<ts>#<line id>``              (ttl)
+==================  ===========================  ==============================  =========================
+
+A run's states are items of the run's own partition, so its history is one query. Task runs are
+keyed by their own id (a read by id needs no flow run) and listed per flow run through gsi2.
+Timestamps in keys are ISO 8601 in UTC with microseconds, so they sort as text.
+
+Hot partitions: a DynamoDB partition takes ~1,000 writes/s, so the partitions every run of a
+kind shares (``RUNSTATE#…``, ``RUNS#…``, ``FLOWS#…``) carry a shard suffix ``<s>``. The shard
+count is a parameter of these functions; it is 1 today, and readers query every shard.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from datetime import datetime
+
+from overcast.core.states import StateType
+
+META = "META"
+STATE_PREFIX = "STATE#"
+SHARDS = 1
+
+
+def ts(moment: datetime) -> str:
+    """A sortable UTC timestamp for keys: ``2026-11-24T23:04:51.123456Z``."""
+    # Formatted by hand: strftime's %Y does not pad years below 1000, which would break the order.
+    m = moment
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
+
+
+def shard_of(value: str | uuid.UUID, shards: int = SHARDS) -> int:
+    """The shard an id falls in: stable across processes (not Python's salted ``hash``)."""
+    return zlib.crc32(str(value).encode()) % shards if shards > 1 else 0
+
+
+# -- flows -------------------------------------------------------------------------------------
+
+
+def flow(flow_id: uuid.UUID) -> tuple[str, str]:
+    """The flow's item."""
+    return f"FLOW#{flow_id}", META
+
+
+def flows_index(shard: int = 0) -> str:
+    """gsi2 partition listing flows by name."""
+    return f"FLOWS#{shard}"
+
+
+# -- flow runs ---------------------------------------------------------------------------------
+
+
+def flow_run(run_id: uuid.UUID) -> tuple[str, str]:
+    """The flow run's item."""
+    return f"RUN#{run_id}", META
+
+
+def flow_run_state(run_id: uuid.UUID, moment: datetime, state_id: uuid.UUID) -> tuple[str, str]:
+    """One entry of a flow run's state history."""
+    return f"RUN#{run_id}", f"{STATE_PREFIX}{ts(moment)}#{state_id}"
+
+
+def flow_run_sort(expected_start: datetime, run_id: uuid.UUID) -> str:
+    """A flow run's sort key in both indexes: expected start time, then id."""
+    return f"{ts(expected_start)}#{run_id}"
+
+
+def flow_runs_by_state(state_type: StateType, shard: int = 0) -> str:
+    """gsi1 partition of the flow runs currently in ``state_type``."""
+    return f"RUNSTATE#{state_type.value}#{shard}"
+
+
+def flow_runs_all(shard: int = 0) -> str:
+    """gsi2 partition of every flow run."""
+    return f"RUNS#{shard}"
+
+
+def idempotency(flow_id: uuid.UUID, key: str) -> tuple[str, str]:
+    """The item that claims an idempotency key for one flow (it names the run that holds it)."""
+    return f"RUNKEY#{flow_id}#{key}", META
+
+
+# -- task runs ---------------------------------------------------------------------------------
+
+
+def task_run(task_run_id: uuid.UUID) -> tuple[str, str]:
+    """The task run's item."""
+    return f"TASKRUN#{task_run_id}", META
+
+
+def task_run_state(task_run_id: uuid.UUID, moment: datetime, state_id: uuid.UUID) -> tuple[str, str]:
+    """One entry of a task run's state history."""
+    return f"TASKRUN#{task_run_id}", f"{STATE_PREFIX}{ts(moment)}#{state_id}"
+
+
+def task_runs_of(flow_run_id: uuid.UUID | None, shard: int = 0) -> str:
+    """gsi2 partition listing the task runs of a flow run (or of no flow run)."""
+    return f"RUNTASKS#{flow_run_id}" if flow_run_id else f"RUNTASKS#none#{shard}"
+
+
+def task_run_sort(created: datetime, task_run_id: uuid.UUID) -> str:
+    """A task run's sort key within its flow run: creation time, then id."""
+    return f"{ts(created)}#{task_run_id}"
+
+
+# -- logs --------------------------------------------------------------------------------------
+
+
+def log_line(run_id: uuid.UUID, moment: datetime, line_id: uuid.UUID) -> tuple[str, str]:
+    """One log line of a run (flow run, or task run outside a flow)."""
+    return f"LOG#{run_id}", f"{ts(moment)}#{line_id}"
+
+
+def logs_of(run_id: uuid.UUID) -> str:
+    """The partition of a run's log lines."""
+    return f"LOG#{run_id}"

@@ -1,0 +1,75 @@
+"""Paging through one partition with a filter the store cannot apply, behind an opaque cursor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from overcast.core.ports import Item, KeyValueStore
+from overcast.core.schemas import decode_cursor, encode_cursor
+
+MAX_SCAN = 5_000
+"""The most items one listing request reads; past it the page is cut short, with a cursor."""
+
+
+def list_partition(
+    store: KeyValueStore,
+    pk: str,
+    *,
+    sort_attr: str,
+    index: str | None = None,
+    low: str | None = None,
+    high: str | None = None,
+    descending: bool = False,
+    cursor: str | None = None,
+    limit: int,
+    keep: Callable[[Item], bool] = lambda _item: True,
+) -> tuple[list[Item], str | None]:
+    """Return up to ``limit`` items of a partition that ``keep`` accepts, and the next cursor.
+
+    Args:
+        store: the key-value store.
+        pk: the partition (of the table, or of ``index``).
+        sort_attr: the attribute the partition sorts by (``sk``, ``gsi1sk`` …); it must be
+            unique within the partition, as Overcast's ``<time>#<id>`` sort keys are.
+        index: the index to query, if any.
+        low, high: inclusive bounds on the sort attribute.
+        descending: newest first.
+        cursor: a cursor this function returned, to continue after it.
+        limit: the most items to return.
+        keep: the filter the store cannot apply.
+
+    Returns:
+        The items, and a cursor when more may follow. A page cut short by ``MAX_SCAN`` holds
+        fewer than ``limit`` items and still has a cursor.
+    """
+    after = decode_cursor(cursor) if cursor else None
+    if after is not None:
+        if descending:
+            high = after if high is None else min(high, after)
+        else:
+            low = after if low is None else max(low, after)
+    bounds = (low, high) if (low is not None or high is not None) else None
+    if bounds and low is not None and high is not None and low > high:
+        return [], None
+    out: list[Item] = []
+    scanned = 0
+    page_cursor: str | None = None
+    batch = min(max(limit * 2, 50), 500)
+    while True:
+        page = store.query(
+            pk, index=index, sk_range=bounds, limit=batch, cursor=page_cursor, descending=descending
+        )
+        for item in page.items:
+            key = item[sort_attr]
+            if key == after:
+                continue  # the cursor names the last item already returned
+            scanned += 1
+            if keep(item):
+                out.append(item)
+                if len(out) > limit:
+                    return out[:limit], encode_cursor(out[limit - 1][sort_attr])
+            if scanned >= MAX_SCAN:
+                return out, encode_cursor(key)
+        page_cursor = page.cursor
+        if page_cursor is None:
+            return out, None

@@ -1,0 +1,47 @@
+"""Field types that take JSON values at face value.
+
+pydantic's lax mode turns ``true`` into 1, ``"5"`` into 5 and a number into a datetime. For an
+API that must refuse what its schema does not allow, numbers, booleans and datetimes here
+accept only their own JSON type (an int is still a valid float).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Strict
+
+
+def _as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)  # naive times are taken as UTC, as Prefect's API does
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # Within hours of year 1 or 9999 an offset can push the instant past what datetime
+        # holds; RFC 3339 allows such values, so they are pinned to the edge of time.
+        edge = datetime.min if value.year < 5000 else datetime.max
+        return edge.replace(tzinfo=UTC)
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a JSON number")
+    return value
+
+
+def _text_or_datetime(value: Any) -> Any:
+    if isinstance(value, str | datetime):
+        return value
+    raise ValueError("expected an ISO 8601 date-time string")
+
+
+Int = Annotated[int, BeforeValidator(_number)]
+"""An integer: a JSON number with no fraction (``3`` or ``3.0``), not a bool or a numeric string."""
+Float = Annotated[float, BeforeValidator(_number)]
+"""A JSON number, not a bool or a numeric string."""
+Bool = Annotated[bool, Strict()]
+"""``true`` or ``false``, not 0 or 1."""
+UtcDateTime = Annotated[datetime, BeforeValidator(_text_or_datetime), AfterValidator(_as_utc)]
+"""An ISO 8601 date-time, normalized to UTC (a naive one is taken as UTC)."""
