@@ -25,8 +25,10 @@ _MEMORY_LOCK = threading.Lock()
 
 
 def _memory(kind: str, name: str, build: Callable[[], Any]) -> Any:
+    if not name:
+        return build()  # memory:// with no name: a fresh store of the caller's own
     with _MEMORY_LOCK:
-        key = (kind, name or "default")
+        key = (kind, name)
         if key not in _MEMORY:
             _MEMORY[key] = build()
         return _MEMORY[key]
@@ -34,6 +36,8 @@ def _memory(kind: str, name: str, build: Callable[[], Any]) -> Any:
 
 def open_store(url: str, *, clock: Clock = time.time) -> KeyValueStore:
     """Return the key-value store a URL names (``sqlite:///PATH``, ``memory://NAME``, ``dynamodb://TABLE``).
+
+    ``memory://NAME`` stores are shared by name within the process; ``memory://`` is a fresh one.
 
     Raises:
         ConfigurationError: an unknown scheme or a malformed URL.

@@ -11,12 +11,12 @@ flow run state      ``RUN#<id>``                 ``STATE#<ts>#<state id>``
 idempotency key     ``RUNKEY#<flow id>#<key>``   ``META``
 task run            ``TASKRUN#<id>``             ``META``                        gsi2 ``RUNTASKS#<flow run>`` /
                                                                                  ``<created>#<id>``
-task run state      ``TASKRUN#<id>``             ``STATE#<ts>#<state id>``
 log line            ``LOG#<run id>``             ``<ts>#<line id>``              (ttl)
 ==================  ===========================  ==============================  =========================
 
-A run's states are items of the run's own partition, so its history is one query. Task runs are
-keyed by their own id (a read by id needs no flow run) and listed per flow run through gsi2.
+A flow run's states are items of the run's own partition, so its history is one query. Task runs
+are keyed by their own id (a read by id needs no flow run), listed per flow run through gsi2,
+and keep their (short) state history inside their own item: one write per report.
 Timestamps in keys are ISO 8601 in UTC with microseconds, so they sort as text.
 
 Hot partitions: a DynamoDB partition takes ~1,000 writes/s, so the partitions every run of a
@@ -101,11 +101,6 @@ def idempotency(flow_id: uuid.UUID, key: str) -> tuple[str, str]:
 def task_run(task_run_id: uuid.UUID) -> tuple[str, str]:
     """The task run's item."""
     return f"TASKRUN#{task_run_id}", META
-
-
-def task_run_state(task_run_id: uuid.UUID, moment: datetime, state_id: uuid.UUID) -> tuple[str, str]:
-    """One entry of a task run's state history."""
-    return f"TASKRUN#{task_run_id}", f"{STATE_PREFIX}{ts(moment)}#{state_id}"
 
 
 def task_runs_of(flow_run_id: uuid.UUID | None, shard: int = 0) -> str:

@@ -22,9 +22,9 @@ Reserved attributes, managed or interpreted by the store:
   both or neither of a pair); an item is in an index only when it has that pair.
 
 Other attributes take JSON-like values plus ``bytes`` and ``Decimal``: ``None``, ``bool``,
-``int`` (any size), ``float``, ``Decimal``, ``str``, ``bytes``, ``list`` and ``dict`` with
-string keys. A value reads back with the same type and value on every backend; tuples read
-back as lists.
+``int`` (any size), ``float``, ``Decimal``, ``str``, ``bytes``, ``list`` and ``dict``. A value
+reads back with the same type and value on every backend; tuples read back as lists, and map
+keys that are int, float, bool or None read back as strings, as in JSON.
 """
 
 RESERVED_ATTRIBUTES = frozenset({"pk", "sk", "v", "ttl", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"})

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr, model_validator
 
 from overcast.core.types import Bool, UtcDateTime
 
@@ -57,6 +57,10 @@ KNOWN_NAMES: dict[str, StateType] = {
 
 MAX_NAME = 100
 MAX_MESSAGE = 10_000
+
+
+class RunFailedError(RuntimeError):
+    """Raised by ``State.result()`` for a failed run whose exception is not in this process."""
 
 
 def utcnow() -> datetime:
@@ -121,6 +125,29 @@ class State(BaseModel):
         if expected is not None and expected is not self.type:
             raise ValueError(f"a state named {self.name!r} must be {expected.value}, not {self.type.value}")
         return self
+
+    # The Python value or exception of a run finished in this process (not stored, not sent).
+    _value: Any = PrivateAttr(default=None)
+    _exception: BaseException | None = PrivateAttr(default=None)
+
+    def attach(self, value: Any = None, exception: BaseException | None = None) -> None:
+        """Attach the in-process result or exception (the engine does, for ``result()``)."""
+        self._value, self._exception = value, exception
+
+    def result(self, raise_on_failure: bool = True) -> Any:
+        """Return the run's result.
+
+        Args:
+            raise_on_failure: for a FAILED, CRASHED or CANCELLED state, raise the run's
+                exception (or a ``RunFailedError`` with its message) instead of returning it.
+        """
+        failed = self.type in (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED)
+        if failed:
+            error = self._exception or RunFailedError(self.message or f"the run is {self.name}")
+            if raise_on_failure:
+                raise error
+            return error
+        return self._value if self._value is not None else self.data
 
     @property
     def is_terminal(self) -> bool:

@@ -14,10 +14,31 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (relative to this package)
 _LAZY: dict[str, str] = {
+    "Flow": "overcast.flows",
     "Settings": "overcast.core.settings",
+    "State": "overcast.core.states",
+    "Task": "overcast.tasks",
+    "flow": "overcast.flows",
+    "flush": "overcast._runtime",
+    "get_run_context": "overcast.context",
+    "get_run_logger": "overcast.logging",
+    "task": "overcast.tasks",
+    "unmapped": "overcast.tasks",
 }
 
-__all__ = ["Settings", "__version__"]
+__all__ = [
+    "Flow",
+    "Settings",
+    "State",
+    "Task",
+    "__version__",
+    "flow",
+    "flush",
+    "get_run_context",
+    "get_run_logger",
+    "task",
+    "unmapped",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -122,17 +122,35 @@ def to_record(item: Item, v: int = 0) -> Record:
 def encode_data(data: dict[str, Any]) -> str:
     """Encode an item's non-reserved attributes as the codec's JSON text.
 
-    The common case runs at C speed: a walk over the containers checks that every map key is
-    a plain string, and ``json.dumps`` tags bytes and Decimals through its ``default`` hook.
-    Only when a key needs escaping or a value is refused does the slower walk run, which
-    escapes, or names the offending value's path in the error.
+    The common case runs at C speed: ``json`` encodes, tagging bytes and Decimals through its
+    ``default`` hook, which counts the tags it emits. If the text holds more tag-like keys than
+    that (a user key that begins with the tag, or such text inside a string), or the encoder
+    refused a value, the careful walk runs instead: it escapes such keys, or names the
+    offending value's path in the error. Map keys that are int, float, bool or None become
+    strings, as in JSON (and in a DynamoDB map); any other key type is refused.
     """
-    if _plain_keys(data):
-        try:
-            return _ENCODER.encode(data)
-        except (TypeError, ValueError):
-            pass  # the walk below says exactly what was refused, and where
+    counter = _TagCounter()
+    try:
+        text = json.dumps(data, default=counter, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        text = None  # the walk below says exactly what was refused, and where
+    if text is not None and text.count(_TAG_TEXT) == counter.tags:
+        return text
     return _ENCODER.encode(_prepare(data, ""))
+
+
+class _TagCounter:
+    """``json.dumps``'s hook for the two non-JSON types the codec holds; counts what it tags."""
+
+    __slots__ = ("tags",)
+
+    def __init__(self) -> None:
+        self.tags = 0
+
+    def __call__(self, value: Any) -> Any:
+        tagged = _tag(value)
+        self.tags += 1
+        return tagged
 
 
 def decode_data(text: str) -> dict[str, Any]:
@@ -162,26 +180,7 @@ class _UnsupportedValueError(Exception):
     pass
 
 
-_CONTAINERS = (dict, list, tuple)
-
-
-def _plain_keys(value: Any) -> bool:
-    """Say whether every map key inside ``value`` is a ``str`` that does not begin with the tag."""
-    stack = [value]
-    push = stack.append
-    while stack:
-        current = stack.pop()
-        if isinstance(current, dict):
-            for key, inner in current.items():
-                if type(key) is not str or key.startswith(_TAG):
-                    return False
-                if isinstance(inner, _CONTAINERS):
-                    push(inner)
-        else:
-            for inner in current:
-                if isinstance(inner, _CONTAINERS):
-                    push(inner)
-    return True
+_TAG_TEXT = '"' + _TAG
 
 
 def _tag(value: Any) -> Any:

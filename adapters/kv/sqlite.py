@@ -83,23 +83,7 @@ class SqliteKeyValueStore(BaseKeyValueStore):
         return Record(*found[0]) if found else None
 
     def _put(self, record: Record, condition: Condition, now: float) -> int:
-        params = _params(record) | {"now": now}
-        if condition.absent:
-            # Insert, or replace an expired item; a live one makes the statement change nothing.
-            sql = (
-                f"INSERT INTO items ({_COLUMNS}) VALUES ({_VALUES}) ON CONFLICT (pk, sk) DO UPDATE SET "
-                f"v = 1, {_SET_ALL} WHERE items.ttl IS NOT NULL AND items.ttl <= :now RETURNING v"
-            )
-            params["v"] = 1
-        elif condition.version is not None:
-            sql = f"UPDATE items SET v = v + 1, {_SET_ALL} WHERE pk = :pk AND sk = :sk AND v = :expected AND {_LIVE} RETURNING v"
-            params["expected"] = condition.version
-        else:
-            sql = (
-                f"INSERT INTO items ({_COLUMNS}) VALUES ({_VALUES}) ON CONFLICT (pk, sk) DO UPDATE SET "
-                f"v = items.v + 1, {_SET_ALL} RETURNING v"
-            )
-            params["v"] = 1
+        sql, params = _put_statement(record, condition, now)
         # fetchall steps the statement to its end, which is what commits it in autocommit mode.
         rows = self._execute(sql, params).fetchall()
         if not rows:
@@ -107,11 +91,7 @@ class SqliteKeyValueStore(BaseKeyValueStore):
         return int(rows[0][0])
 
     def _delete(self, pk: str, sk: str, condition: Condition, now: float) -> bool:
-        params = {"pk": pk, "sk": sk, "now": now, "expected": condition.version}
-        guard = f" AND v = :expected AND {_LIVE}" if condition.version is not None else ""
-        rows = self._execute(
-            f"DELETE FROM items WHERE pk = :pk AND sk = :sk{guard} RETURNING ttl", params
-        ).fetchall()
+        rows = self._execute(*_delete_statement(pk, sk, condition, now)).fetchall()
         if not rows:
             if condition.version is not None:
                 raise ConditionFailedError(pk, sk, condition.describe())
@@ -153,20 +133,21 @@ class SqliteKeyValueStore(BaseKeyValueStore):
         try:
             with immediate(self._conn()) as conn:
                 for index, op in enumerate(operations):
-                    row = conn.execute(
-                        f"SELECT {_COLUMNS} FROM items WHERE pk = ? AND sk = ?", (op.pk, op.sk)
-                    ).fetchone()
-                    current = Record(*row) if row else None
-                    if not op.condition.holds(current, now):
-                        raise TransactionConflictError(op.pk, op.sk, op.condition.describe(), index=index)
                     if op.kind == "put" and op.record is not None:
-                        version = op.condition.next_version(current.v if current else None)
-                        conn.execute(
-                            f"INSERT OR REPLACE INTO items ({_COLUMNS}) VALUES ({_VALUES})",
-                            _params(op.record.with_version(version)),
-                        )
+                        held = bool(conn.execute(*_put_statement(op.record, op.condition, now)).fetchall())
                     elif op.kind == "delete":
-                        conn.execute("DELETE FROM items WHERE pk = ? AND sk = ?", (op.pk, op.sk))
+                        held = bool(
+                            conn.execute(*_delete_statement(op.pk, op.sk, op.condition, now)).fetchall()
+                        )
+                        held = held or op.condition.version is None  # an unconditional delete always holds
+                    else:
+                        row = conn.execute(
+                            f"SELECT {_COLUMNS} FROM items WHERE pk = ? AND sk = ?", (op.pk, op.sk)
+                        )
+                        found = row.fetchall()
+                        held = op.condition.holds(Record(*found[0]) if found else None, now)
+                    if not held:
+                        raise TransactionConflictError(op.pk, op.sk, op.condition.describe(), index=index)
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite transaction failed: {exc}") from exc
 
@@ -185,6 +166,38 @@ class SqliteKeyValueStore(BaseKeyValueStore):
             return self._conn().execute(sql, params)
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite statement failed: {exc}") from exc
+
+
+def _put_statement(record: Record, condition: Condition, now: float) -> tuple[str, dict[str, object]]:
+    """One statement that writes ``record`` under ``condition`` and returns the new version.
+
+    It returns no row when the condition does not hold (and then changes nothing).
+    """
+    params = _params(record) | {"now": now}
+    if condition.absent:
+        # Insert, or replace an expired item; a live one makes the statement change nothing.
+        sql = (
+            f"INSERT INTO items ({_COLUMNS}) VALUES ({_VALUES}) ON CONFLICT (pk, sk) DO UPDATE SET "
+            f"v = 1, {_SET_ALL} WHERE items.ttl IS NOT NULL AND items.ttl <= :now RETURNING v"
+        )
+        params["v"] = 1
+    elif condition.version is not None:
+        sql = f"UPDATE items SET v = v + 1, {_SET_ALL} WHERE pk = :pk AND sk = :sk AND v = :expected AND {_LIVE} RETURNING v"
+        params["expected"] = condition.version
+    else:
+        sql = (
+            f"INSERT INTO items ({_COLUMNS}) VALUES ({_VALUES}) ON CONFLICT (pk, sk) DO UPDATE SET "
+            f"v = items.v + 1, {_SET_ALL} RETURNING v"
+        )
+        params["v"] = 1
+    return sql, params
+
+
+def _delete_statement(pk: str, sk: str, condition: Condition, now: float) -> tuple[str, dict[str, object]]:
+    """One statement that deletes under ``condition`` and returns the deleted row's ttl."""
+    params = {"pk": pk, "sk": sk, "now": now, "expected": condition.version}
+    guard = f" AND v = :expected AND {_LIVE}" if condition.version is not None else ""
+    return f"DELETE FROM items WHERE pk = :pk AND sk = :sk{guard} RETURNING ttl", params
 
 
 def _params(record: Record) -> dict[str, object]:

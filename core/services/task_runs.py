@@ -1,26 +1,39 @@
 """Task runs: reported in batches by the client-side engine, upserted idempotently.
 
 The engine decides task-run states itself (that is what makes tasks cost microseconds) and
-reports them behind the fact. The server keeps, per task run, the newest state it has seen by
-timestamp, and every state in the run's history: a replayed batch changes nothing, and a late
-batch carrying an older state never overwrites a newer one (a terminal one included).
+reports them behind the fact, as JSON documents: the task run as the engine last saw it, plus
+the states it went through since its previous report. The server keeps, per task run, one item
+holding the newest state (by timestamp) and the history of every state: a replayed batch
+changes nothing, and a late batch carrying an older state never overwrites a newer one (a
+terminal one included).
+
+The API validates documents with pydantic at its edge (``TaskRunUpdate``); the in-process
+client hands over documents the engine built, so the hot path never pays for validation twice.
+New task runs (the common case) are inserted up to 100 per transaction: one round trip to
+DynamoDB, one SQLite transaction.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 from overcast.core import keys
-from overcast.core.errors import ConditionFailedError, NotFoundError
+from overcast.core.errors import ConditionFailedError, NotFoundError, TransactionConflictError
 from overcast.core.models import TaskRun
-from overcast.core.ports import Item, KeyValueStore
+from overcast.core.ports import MAX_TRANSACTION_ITEMS, Item, KeyValueStore, Put
 from overcast.core.schemas import Page, TaskRunFilter, TaskRunUpdate, TaskRunUpsert
 from overcast.core.services._listing import list_partition
 from overcast.core.states import State, utcnow
 
 MAX_ATTEMPTS = 25
+MAX_HISTORY = 200
+"""States kept per task run (the oldest go first); keeps an item far below the 400 KB limit."""
+
+Document = dict[str, Any]
+"""``{"task_run": <TaskRun as JSON>, "states": [<State as JSON>, ...]}``."""
 
 
 class TaskRuns:
@@ -35,39 +48,56 @@ class TaskRuns:
         self._store = store
         self._clock = clock
 
-    def upsert(self, updates: list[TaskRunUpdate]) -> list[TaskRunUpsert]:
-        """Apply a batch of updates; return what became of each, in order.
+    def upsert(self, updates: Iterable[TaskRunUpdate]) -> list[TaskRunUpsert]:
+        """Apply validated updates (see ``upsert_documents``)."""
+        return self.upsert_documents([u.model_dump(mode="json") for u in updates])
 
-        An update whose flow run does not exist is ``rejected``; the others are unaffected.
+    def upsert_documents(self, documents: list[Document]) -> list[TaskRunUpsert]:
+        """Apply a batch of task-run documents; return what became of each, in order.
+
+        A document whose flow run does not exist is ``rejected``; the others are unaffected.
+        Documents must be well formed (the API validates them; the engine builds them).
         """
-        known_runs: dict[uuid.UUID, bool] = {}
-        results = []
-        for update in updates:
-            flow_run_id = update.task_run.flow_run_id
+        results: dict[int, TaskRunUpsert] = {}
+        known_runs: dict[str, bool] = {}
+        fresh: list[tuple[int, Item]] = []
+        for position, document in enumerate(documents):
+            task_run = document["task_run"]
+            flow_run_id = task_run.get("flow_run_id")
             if flow_run_id is not None:
                 if flow_run_id not in known_runs:
-                    known_runs[flow_run_id] = self._store.get(*keys.flow_run(flow_run_id)) is not None
+                    known_runs[flow_run_id] = (
+                        self._store.get(*keys.flow_run(uuid.UUID(flow_run_id))) is not None
+                    )
                 if not known_runs[flow_run_id]:
                     reason = f"flow run {flow_run_id} does not exist"
-                    results.append(TaskRunUpsert(id=update.task_run.id, status="rejected", reason=reason))
+                    results[position] = TaskRunUpsert(id=task_run["id"], status="rejected", reason=reason)
                     continue
-            results.append(self._upsert_one(update))
-        return results
+            fresh.append((position, _item(_new(document, self._clock()))))
+        # Try every task run as new, a transaction at a time; one that exists fails its
+        # transaction, whose members then go one by one through the compare-and-merge path.
+        for start in range(0, len(fresh), MAX_TRANSACTION_ITEMS):
+            chunk = fresh[start : start + MAX_TRANSACTION_ITEMS]
+            ids = {item["pk"] for _, item in chunk}
+            try:
+                if len(ids) < len(chunk):
+                    raise TransactionConflictError("-", "-", "one task run twice in a batch", index=None)
+                self._store.transact([Put(item, if_absent=True) for _, item in chunk])
+            except TransactionConflictError:
+                for position, _ in chunk:
+                    results[position] = self._upsert_one(documents[position])
+                continue
+            for position, item in chunk:
+                results[position] = TaskRunUpsert(id=item["task_run"]["id"], status="applied")
+        return [results[position] for position in range(len(documents))]
 
     def get(self, task_run_id: uuid.UUID) -> TaskRun:
         """Return the task run. Raises ``NotFoundError`` when there is none."""
-        item = self._store.get(*keys.task_run(task_run_id))
-        if item is None:
-            raise NotFoundError("task run", str(task_run_id))
-        return TaskRun.model_validate(item["task_run"])
+        return TaskRun.model_validate(self._read(task_run_id)["task_run"])
 
     def states(self, task_run_id: uuid.UUID) -> list[State]:
-        """Return the task run's state history, oldest first."""
-        self.get(task_run_id)
-        pk, _ = keys.task_run(task_run_id)
-        return [
-            State.model_validate(i["state"]) for i in self._store.query(pk, sk_prefix=keys.STATE_PREFIX).items
-        ]
+        """Return the task run's state history, oldest first. Raises ``NotFoundError`` for an unknown one."""
+        return [State.model_validate(s) for s in self._read(task_run_id)["history"]]
 
     def filter(self, query: TaskRunFilter) -> Page[TaskRun]:
         """List the task runs of one flow run (or of none), oldest first."""
@@ -81,53 +111,95 @@ class TaskRuns:
         )
         return Page[TaskRun](items=[TaskRun.model_validate(i["task_run"]) for i in items], next_cursor=cursor)
 
-    def _upsert_one(self, update: TaskRunUpdate) -> TaskRunUpsert:
-        incoming = update.task_run
-        states = sorted({s.id: s for s in [*update.states, incoming.state]}.values(), key=_order)
-        newest = states[-1]
-        incoming = incoming.model_copy(update={"state": newest, "updated": self._clock()})
-        # History entries are keyed by the state's own time and id: a replay rewrites the same items.
-        self._store.batch_put([_history_item(incoming.id, s) for s in states])
+    def _read(self, task_run_id: uuid.UUID) -> Item:
+        item = self._store.get(*keys.task_run(task_run_id))
+        if item is None:
+            raise NotFoundError("task run", str(task_run_id))
+        return item
+
+    def _upsert_one(self, document: Document) -> TaskRunUpsert:
+        task_run_id = document["task_run"]["id"]
         for _ in range(MAX_ATTEMPTS):
-            item = self._store.get(*keys.task_run(incoming.id))
+            item = self._store.get(*keys.task_run(uuid.UUID(task_run_id)))
             try:
                 if item is None:
-                    self._store.put(_item(incoming), if_absent=True)
-                    return TaskRunUpsert(id=incoming.id, status="applied")
-                current = TaskRun.model_validate(item["task_run"])
-                if _order(newest) <= _order(current.state):
-                    reason = "same state" if newest.id == current.state.id else "older than the stored state"
-                    return TaskRunUpsert(id=incoming.id, status="ignored", reason=reason)
-                merged = incoming.model_copy(
-                    update={
-                        "created": current.created,
-                        "start_time": current.start_time or incoming.start_time,
-                        "run_count": max(current.run_count, incoming.run_count),
-                    }
-                )
+                    self._store.put(_item(_new(document, self._clock())), if_absent=True)
+                    return TaskRunUpsert(id=task_run_id, status="applied")
+                merged = _merged(item, document, self._clock())
+                if merged is None:
+                    return TaskRunUpsert(
+                        id=task_run_id, status="ignored", reason="not newer than the stored state"
+                    )
                 self._store.put(_item(merged), if_version=int(item["v"]))
-                return TaskRunUpsert(id=incoming.id, status="applied")
+                return TaskRunUpsert(id=task_run_id, status="applied")
             except ConditionFailedError:
                 continue  # another batch wrote it first: compare again
-        return TaskRunUpsert(id=incoming.id, status="rejected", reason="the task run kept changing; retry")
+        return TaskRunUpsert(id=task_run_id, status="rejected", reason="the task run kept changing; retry")
 
 
-def _order(state: State) -> tuple[datetime, bool, str]:
+def _order(state: dict[str, Any]) -> tuple[datetime, bool, str]:
     # Newest wins; at the same instant a terminal state wins; then the id breaks the tie.
-    return (state.timestamp, state.is_terminal, str(state.id))
+    when = datetime.fromisoformat(state["timestamp"])
+    return (when, state["type"] in _TERMINAL, state["id"])
 
 
-def _item(task_run: TaskRun) -> Item:
-    pk, sk = keys.task_run(task_run.id)
+_TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
+
+
+def _states(document: Document) -> dict[str, dict[str, Any]]:
+    incoming = document["task_run"]
+    states = {s["id"]: s for s in document.get("states", ())}
+    states[incoming["state"]["id"]] = incoming["state"]
+    return states
+
+
+def _new(document: Document, now: datetime) -> dict[str, Any]:
+    """The stored form of a task run seen for the first time."""
+    states = _states(document)
+    history = sorted(states.values(), key=_order)[-MAX_HISTORY:]
     return {
-        "pk": pk,
-        "sk": sk,
-        "gsi2pk": keys.task_runs_of(task_run.flow_run_id, keys.shard_of(task_run.id)),
-        "gsi2sk": keys.task_run_sort(task_run.created, task_run.id),
-        "task_run": task_run.model_dump(mode="json"),
+        "task_run": {**document["task_run"], "state": history[-1], "updated": now.isoformat()},
+        "history": history,
     }
 
 
-def _history_item(task_run_id: uuid.UUID, state: State) -> Item:
-    pk, sk = keys.task_run_state(task_run_id, state.timestamp, state.id)
-    return {"pk": pk, "sk": sk, "state": state.model_dump(mode="json")}
+def _merged(item: Item, document: Document, now: datetime) -> dict[str, Any] | None:
+    """The stored form after applying ``document`` to ``item``; ``None`` when nothing changes."""
+    incoming = document["task_run"]
+    states = _states(document)
+    newest = max(states.values(), key=_order)
+    stamp = now.isoformat()
+    current = item["task_run"]
+    known = {s["id"] for s in item["history"]}
+    added = [s for s in states.values() if s["id"] not in known]
+    newer = _order(newest) > _order(current["state"])
+    if not newer and not added:
+        return None
+    history = sorted([*item["history"], *added], key=_order)[-MAX_HISTORY:]
+    task_run = current
+    if newer:
+        task_run = {
+            **incoming,
+            "state": newest,
+            "created": current["created"],
+            "start_time": current.get("start_time") or incoming.get("start_time"),
+            "run_count": max(current.get("run_count", 0), incoming.get("run_count", 0)),
+        }
+    return {"task_run": {**task_run, "updated": stamp}, "history": history}
+
+
+def _item(stored: dict[str, Any]) -> Item:
+    task_run = stored["task_run"]
+    task_run_id = uuid.UUID(task_run["id"])
+    flow_run_id = task_run.get("flow_run_id")
+    created = datetime.fromisoformat(task_run["created"])
+    pk, sk = keys.task_run(task_run_id)
+    return {
+        "pk": pk,
+        "sk": sk,
+        "gsi2pk": keys.task_runs_of(
+            uuid.UUID(flow_run_id) if flow_run_id else None, keys.shard_of(task_run_id)
+        ),
+        "gsi2sk": keys.task_run_sort(created, task_run_id),
+        **stored,
+    }

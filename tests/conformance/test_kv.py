@@ -127,6 +127,12 @@ def test_values_round_trip_identically(store: KeyValueStore) -> None:
         assert strict_equal(item[name], value), (name, item[name], value)
 
 
+def test_scalar_map_keys_read_back_as_strings_as_in_json(store: KeyValueStore) -> None:
+    store.put({"pk": "P", "sk": "S", "m": {7: "a", 2.5: "b", True: "c", None: "d"}})
+    item = store.get("P", "S")
+    assert item is not None and item["m"] == {"7": "a", "2.5": "b", "true": "c", "null": "d"}
+
+
 def test_tuples_read_back_as_lists(store: KeyValueStore) -> None:
     store.put({"pk": "P", "sk": "S", "t": (1, "a")})
     item = store.get("P", "S")
@@ -135,7 +141,7 @@ def test_tuples_read_back_as_lists(store: KeyValueStore) -> None:
 
 @pytest.mark.parametrize(
     ("value", "words"),
-    [({1, 2}, "set"), (float("nan"), "nan"), ({1: "a"}, "non-string key"), (object(), "object")],
+    [({1, 2}, "set"), (float("nan"), "nan"), ({(1, 2): "a"}, "tuple key"), (object(), "object")],
 )
 def test_unsupported_values_are_refused(store: KeyValueStore, value: Any, words: str) -> None:
     with pytest.raises(InvalidValueError) as info:

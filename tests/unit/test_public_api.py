@@ -6,7 +6,19 @@ import overcast
 
 
 def test_all_is_pinned() -> None:
-    assert overcast.__all__ == ["Settings", "__version__"]
+    assert overcast.__all__ == [
+        "Flow",
+        "Settings",
+        "State",
+        "Task",
+        "__version__",
+        "flow",
+        "flush",
+        "get_run_context",
+        "get_run_logger",
+        "task",
+        "unmapped",
+    ]
 
 
 def test_every_public_name_resolves() -> None:

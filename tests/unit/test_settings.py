@@ -68,3 +68,5 @@ def test_memory_backends_are_shared_by_name() -> None:
     )
     a.put({"pk": "p", "sk": "s"})
     assert b.get("p", "s") is not None and c.get("p", "s") is None
+    fresh = open_store("memory://")
+    assert fresh.get("p", "s") is None and fresh is not open_store("memory://")

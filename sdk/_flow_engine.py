@@ -1,0 +1,237 @@
+"""Running one flow run on the caller's thread.
+
+A flow run's transitions are proposed to the control plane and gate execution (a run that
+another runner claimed is aborted here); its task runs' bookkeeping goes through the reporter
+and is flushed before the run's final state is proposed. Retries are the control plane's
+decision: a failure with retries left comes back as AwaitingRetry, and the engine runs the
+flow again in this process after the delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic_core import to_jsonable_python
+
+from overcast._records import TaskRunRecord
+from overcast._runtime import Runtime, get_runtime
+from overcast._timeout import RunTimeoutError, time_limit
+from overcast.context import FlowRunContext, flow_run_context, task_run_context
+from overcast.core.errors import OvercastError
+from overcast.core.models import FlowRun, RetryPolicy
+from overcast.core.orchestration import Decision
+from overcast.core.schemas import FlowRunCreate, OrchestrationResult
+from overcast.core.states import Cancelled, Completed, Crashed, Failed, Running, State, StateType
+
+if TYPE_CHECKING:
+    from overcast.flows import Flow
+
+MAX_WAITS = 100
+MAX_INLINE_RESULT = 4096  # bytes of JSON: a larger result is not copied into the final state
+
+
+class RunAbortedError(OvercastError):
+    """Raised when the control plane tells this engine to stop working on a flow run (Prefect's ``Abort``)."""
+
+
+class _Run:
+    """One flow run's life: create, start, attempt, finish."""
+
+    def __init__(self, flow: Flow[..., Any], parameters: dict[str, Any]) -> None:
+        self.flow = flow
+        self.parameters = parameters
+        self.parent = flow_run_context.get()
+        self.runtime: Runtime = self.parent.runtime if self.parent else get_runtime()
+        self.client = self.runtime.client
+        self.tracker: TaskRunRecord | None = None
+        self.run: FlowRun
+
+    def create(self) -> None:
+        parent_task_run_id = None
+        if self.parent is not None:
+            # A subflow stands in its parent as a task run, so the parent's graph shows it.
+            key = f"subflow:{self.flow.name}"
+            self.tracker = TaskRunRecord(
+                key, self.flow.name, self.parent.flow_run.id, self.parent.next_dynamic_key(key), []
+            )
+            self.tracker.add("PENDING", "Pending")
+            parent_task_run_id = self.tracker.id
+        task_ctx = task_run_context.get()
+        if parent_task_run_id is None and task_ctx is not None:
+            parent_task_run_id = task_ctx.task_run.id
+        self.run = self.client.create_flow_run(
+            FlowRunCreate(
+                flow_name=self.flow.name,
+                name=self.flow.run_name(self.parameters),
+                parameters=to_jsonable_python(self.parameters, fallback=repr),
+                tags=self.flow.tags,
+                parent_task_run_id=parent_task_run_id,
+                retry_policy=RetryPolicy(
+                    retries=self.flow.retries, retry_delay_seconds=self.flow.retry_delay_seconds
+                ),
+            )
+        )
+
+    def propose(self, state: State) -> OrchestrationResult:
+        for _ in range(MAX_WAITS):
+            answer = self.client.set_flow_run_state(self.run.id, state)
+            if answer.status is Decision.WAIT:
+                time.sleep(min(answer.wait_seconds or 1.0, 60.0))
+                continue
+            if answer.status is Decision.ABORT:
+                if answer.state.type is StateType.CANCELLING:
+                    self._cancelled()
+                raise RunAbortedError(f"flow run {self.run.id} aborted: {answer.reason}")
+            return answer
+        raise RunAbortedError(f"flow run {self.run.id} kept being told to wait")
+
+    def start(self) -> None:
+        self.propose(Running())
+        self.flow.run_hooks(self.flow.on_running_hooks, self.run, self.client)
+        if self.tracker is not None:
+            self.tracker.run_count += 1
+            self.tracker.add("RUNNING", "Running")
+            self.runtime.reporter.task_run(self.tracker)
+
+    def context(self, task_runner: Any) -> FlowRunContext:
+        if self.flow.log_prints:
+            from overcast.logging import enable_log_prints
+
+            enable_log_prints()
+        return FlowRunContext(
+            flow=self.flow,
+            flow_run=self.run,
+            parameters=self.parameters,
+            runtime=self.runtime,
+            task_runner=task_runner,
+            log_prints=self.flow.log_prints,
+        )
+
+    def failed(self, exc: BaseException) -> float | None:
+        """Propose the failure; return the pause before a retry, or ``None`` when the run is over."""
+        self.runtime.reporter.flush()
+        message = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, Exception):
+            self.propose(Crashed(message))
+            self._finish_tracker("CRASHED", "Crashed", message)
+            self.flow.run_hooks(self.flow.on_crashed_hooks, self.run, self.client, exception=exc)
+            return None
+        state = Failed(message, name="TimedOut" if isinstance(exc, RunTimeoutError) else None)
+        answer = self.propose(state)
+        if answer.state.type is StateType.SCHEDULED:  # AwaitingRetry
+            start = answer.state.details.scheduled_time or datetime.now(UTC)
+            return max(0.0, (start - datetime.now(UTC)).total_seconds())
+        self._finish_tracker("FAILED", "Failed", message)
+        self.flow.run_hooks(self.flow.on_failure_hooks, self.run, self.client, exception=exc)
+        return None
+
+    def completed(self, result: Any) -> State:
+        self.runtime.reporter.flush()
+        answer = self.propose(Completed(_small_json(result)))
+        self._finish_tracker("COMPLETED", "Completed", None)
+        self.flow.run_hooks(self.flow.on_completion_hooks, self.run, self.client, value=result)
+        answer.state.attach(result)
+        return answer.state
+
+    def _cancelled(self) -> None:
+        # Cancellation was asked for while this engine ran the flow: it stopped, so it ends it.
+        self.runtime.reporter.flush()
+        self.client.set_flow_run_state(self.run.id, Cancelled("the engine stopped the run"))
+        self._finish_tracker("CANCELLED", "Cancelled", None)
+        self.flow.run_hooks(self.flow.on_cancellation_hooks, self.run, self.client)
+
+    def _finish_tracker(self, type_: str, name: str, message: str | None) -> None:
+        if self.tracker is not None:
+            self.tracker.add(type_, name, message)
+            self.runtime.reporter.task_run(self.tracker)
+
+
+def run_flow(flow: Flow[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
+    """Run a sync flow on this thread; return its result (or its final state)."""
+    parameters = flow.validated_parameters(args, kwargs)
+    life = _Run(flow, parameters)
+    life.create()
+    call = _caller(flow, parameters, args, kwargs)
+    while True:
+        life.start()
+        with flow.task_runner.duplicate() as runner:
+            token = flow_run_context.set(life.context(runner))
+            try:
+                with time_limit(flow.timeout_seconds, f"flow run {life.run.name!r}"):
+                    result = call()
+            except BaseException as exc:
+                flow_run_context.reset(token)
+                delay = life.failed(exc)
+                if delay is None:
+                    if return_state and isinstance(exc, Exception):
+                        return _failed_state(life, exc)
+                    raise
+                time.sleep(delay)
+                continue
+            flow_run_context.reset(token)
+        state = life.completed(result)
+        return state if return_state else result
+
+
+async def run_flow_async(
+    flow: Flow[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool
+) -> Any:
+    """Run an async flow in the caller's event loop; return its result (or its final state)."""
+    parameters = flow.validated_parameters(args, kwargs)
+    life = _Run(flow, parameters)
+    life.create()
+    call: Callable[[], Awaitable[Any]] = _caller(flow, parameters, args, kwargs)
+    while True:
+        life.start()
+        with flow.task_runner.duplicate() as runner:
+            token = flow_run_context.set(life.context(runner))
+            try:
+                async with asyncio.timeout(flow.timeout_seconds):
+                    result = await call()
+            except BaseException as exc:
+                flow_run_context.reset(token)
+                if isinstance(exc, TimeoutError) and flow.timeout_seconds is not None:
+                    exc = RunTimeoutError(
+                        f"flow run {life.run.name!r} exceeded its timeout of {flow.timeout_seconds:g} seconds"
+                    )
+                delay = life.failed(exc)
+                if delay is None:
+                    if return_state and isinstance(exc, Exception):
+                        return _failed_state(life, exc)
+                    raise exc from None if isinstance(exc, RunTimeoutError) else exc
+                await asyncio.sleep(delay)
+                continue
+            flow_run_context.reset(token)
+        state = life.completed(result)
+        return state if return_state else result
+
+
+def _caller(
+    flow: Flow[..., Any], parameters: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if flow.validate_parameters:
+        return lambda: flow.fn(**parameters) if not flow.has_var_args else flow.fn(*args, **kwargs)
+    return lambda: flow.fn(*args, **kwargs)
+
+
+def _failed_state(life: _Run, exc: Exception) -> State:
+    state = life.client.read_flow_run(life.run.id).state
+    state.attach(exception=exc)
+    return state
+
+
+def _small_json(result: Any) -> Any:
+    """The result as JSON when it is small and JSON-able (shown with the run); else ``None``."""
+    if result is None or isinstance(result, bool | int | float | str):
+        return result if not isinstance(result, str) or len(result) <= MAX_INLINE_RESULT else None
+    try:
+        import json
+
+        text = json.dumps(result)
+    except (TypeError, ValueError):
+        return None
+    return json.loads(text) if len(text) <= MAX_INLINE_RESULT else None

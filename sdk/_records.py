@@ -1,0 +1,140 @@
+"""The engine's own record of a task run: cheap to update on the hot path, JSON on demand.
+
+A task run goes through three or more states in microseconds; building a pydantic model per
+state would cost more than the rest of the engine together. So the engine appends plain
+entries here and the reporter turns a record into a JSON document in its background thread.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from overcast.core.states import State, StateType
+
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+class TaskRunRecord:
+    """A task run as the engine tracks it.
+
+    Attributes:
+        id: the task run's id.
+        states: entries ``[type, name, epoch seconds, message, data, state id or None]``, oldest
+            first; timestamps strictly increase, so the order survives the trip to the server.
+    """
+
+    __slots__ = (
+        "created",
+        "dynamic_key",
+        "end_time",
+        "flow_run_id",
+        "id",
+        "name",
+        "run_count",
+        "start_time",
+        "states",
+        "tags",
+        "task_key",
+    )
+
+    def __init__(
+        self, task_key: str, name: str, flow_run_id: uuid.UUID | None, dynamic_key: str, tags: list[str]
+    ) -> None:
+        self.id = uuid.uuid4()
+        self.task_key = task_key
+        self.name = name
+        self.flow_run_id = flow_run_id
+        self.dynamic_key = dynamic_key
+        self.tags = tags
+        self.states: list[list[Any]] = []
+        self.run_count = 0
+        self.created = time.time()
+        self.start_time: float | None = None
+        self.end_time: float | None = None
+
+    def add(self, type_: str, name: str, message: str | None = None, data: Any = None) -> None:
+        """Enter a state now."""
+        now = time.time()
+        if self.states and now <= self.states[-1][2]:
+            now = self.states[-1][2] + 1e-6  # two states in one microsecond keep their order
+        self.states.append([type_, name, now, message, data, None])
+        if type_ == "RUNNING":
+            if self.start_time is None:
+                self.start_time = now
+        elif type_ in TERMINAL:
+            self.end_time = now
+
+    @property
+    def state_type(self) -> str:
+        """The latest state's type."""
+        return str(self.states[-1][0]) if self.states else "PENDING"
+
+    def state(self) -> State:
+        """The latest state as a ``State`` model (built on demand: hooks, ``return_state``)."""
+        return _state_model(self.states[-1], self.state_id(len(self.states) - 1))
+
+    def state_id(self, index: int) -> str:
+        """The id of state ``index``: the run's id with its low bits set to the position.
+
+        Stable (a resent document repeats it), unique within the run, and far cheaper than a
+        random UUID per state on the hot path.
+        """
+        entry = self.states[index]
+        if entry[5] is None:
+            entry[5] = str(uuid.UUID(int=self.id.int ^ (index + 1)))
+        return str(entry[5])
+
+    def _state_json(self, index: int) -> dict[str, Any]:
+        type_, name, ts, message, data, _ = self.states[index]
+        return {
+            "id": self.state_id(index),
+            "type": type_,
+            "name": name,
+            "timestamp": _iso(ts),
+            "message": message,
+            "data": data,
+            "details": {},
+        }
+
+    def document(self) -> dict[str, Any]:
+        """The record as the control plane's task-run document (JSON-ready)."""
+        states = [self._state_json(i) for i in range(len(self.states))]
+        times = {entry[2]: state["timestamp"] for entry, state in zip(self.states, states, strict=True)}
+        return {
+            "task_run": {
+                "id": str(self.id),
+                "flow_run_id": str(self.flow_run_id) if self.flow_run_id else None,
+                "task_key": self.task_key,
+                "name": self.name,
+                "dynamic_key": self.dynamic_key,
+                "state": states[-1],
+                "run_count": self.run_count,
+                "tags": self.tags,
+                "cache_key": None,
+                "parameters": {},
+                "start_time": times[self.start_time] if self.start_time else None,
+                "end_time": times[self.end_time] if self.end_time else None,
+                "created": _iso(self.created),
+                "updated": states[-1]["timestamp"],
+            },
+            "states": states,
+        }
+
+
+def _state_model(entry: list[Any], state_id: str) -> State:
+    type_, name, ts, message, data, _ = entry
+    return State(
+        id=uuid.UUID(state_id),
+        type=StateType(type_),
+        name=name,
+        timestamp=datetime.fromtimestamp(ts, UTC),
+        message=message,
+        data=data,
+    )

@@ -1,0 +1,126 @@
+"""The process's engine runtime: its client and its write-behind reporter, built once.
+
+Built lazily from settings on first use (so ``import overcast`` stays light), or installed by
+the test harness. Task-run states and log lines go through the reporter's buffer; a function
+handler calls ``flush()`` before it returns, and the buffer flushes itself at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from overcast._records import TaskRunRecord
+from overcast._writebehind import WriteBehind
+from overcast.client import Client
+from overcast.core.errors import ConfigurationError
+from overcast.core.settings import Settings
+
+
+class Reporter:
+    """Sends task-run documents and log lines to the client in the background, in batches.
+
+    A task run reported several times within one batch (Pending, Running, Completed in a few
+    microseconds) is sent once, with all its states.
+    """
+
+    def __init__(self, client: Client, *, batch_size: int = 500, max_age_s: float = 0.25) -> None:
+        self._client = client
+        self._buffer: WriteBehind[Any] = WriteBehind(
+            self._sink, batch_size=batch_size, max_age_s=max_age_s, name="overcast-reporter"
+        )
+
+    def task_run(self, record: TaskRunRecord) -> None:
+        """Report ``record`` as it stands now (and as it will stand when the batch is sent)."""
+        self._buffer.put(record)
+
+    def log(self, line: dict[str, Any]) -> None:
+        """Report a log line (``LogLine`` as JSON)."""
+        self._buffer.put(line)
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Send everything reported so far; return whether it was sent within ``timeout``."""
+        return self._buffer.flush(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> bool:
+        """Flush and stop the background thread."""
+        return self._buffer.close(timeout)
+
+    def _sink(self, batch: list[Any]) -> None:
+        records: dict[Any, TaskRunRecord] = {}
+        lines = []
+        for item in batch:
+            if isinstance(item, TaskRunRecord):
+                records[item.id] = item
+            else:
+                lines.append(item)
+        if records:
+            self._client.report_task_runs([record.document() for record in records.values()])
+        if lines:
+            self._client.write_logs(lines)
+
+
+class Runtime:
+    """A client and its reporter."""
+
+    def __init__(self, client: Client, settings: Settings | None = None) -> None:
+        self.client = client
+        self.settings = settings or Settings()
+        self.reporter = Reporter(client)
+
+    def close(self) -> None:
+        """Flush and stop the reporter."""
+        self.reporter.close()
+
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, built from settings on first use."""
+    global _current  # noqa: PLW0603 - one runtime per process is the point
+    with _lock:
+        if _current is None:
+            _current = _build(Settings())
+        return _current
+
+
+def _build(settings: Settings) -> Runtime:
+    if settings.api_url:
+        raise ConfigurationError(
+            "OVERCAST_API_URL is set, but this version of Overcast runs flows with the in-process "
+            "client only; unset it to use the store that OVERCAST_STORE names"
+        )
+    from overcast.adapters.factory import open_store
+    from overcast.client import DirectClient
+    from overcast.core.services import ControlPlane
+
+    return Runtime(DirectClient(ControlPlane(open_store(settings.store_url))), settings)
+
+
+@contextmanager
+def use_runtime(runtime: Runtime) -> Iterator[Runtime]:
+    """Run the block with ``runtime`` as the process's runtime (the test harness uses this)."""
+    global _current  # noqa: PLW0603
+    with _lock:
+        previous, _current = _current, runtime
+    try:
+        yield runtime
+    finally:
+        runtime.reporter.flush()
+        with _lock:
+            _current = previous
+
+
+def flush(timeout: float | None = 30.0) -> bool:
+    """Send all buffered bookkeeping now. Call it before a function handler returns.
+
+    Returns:
+        Whether everything was sent within ``timeout`` seconds.
+    """
+    with _lock:
+        runtime = _current
+    return True if runtime is None else runtime.reporter.flush(timeout)

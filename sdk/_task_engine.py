@@ -1,0 +1,269 @@
+"""Running one task run on the caller's thread: the engine's hot path.
+
+Every step here costs microseconds: no network, no pydantic, no locks beyond the buffer's. The
+task run's states are appended to its record and the record is handed to the reporter, whose
+background thread sends it. Sync, async and generator tasks share the steps (``_Attempt``) and
+differ only in how the function is called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from overcast._records import TaskRunRecord
+from overcast._runtime import Runtime, get_runtime
+from overcast._timeout import RunTimeoutError, time_limit
+from overcast.context import FlowRunContext, TaskRunContext, flow_run_context, task_run_context
+from overcast.core.errors import OvercastError
+from overcast.futures import OvercastFuture, contains_future, resolve
+
+if TYPE_CHECKING:
+    from overcast.core.states import State
+    from overcast.tasks import Task
+
+
+class UpstreamTaskError(OvercastError):
+    """Raised (as the task run's outcome) when a task it waited for failed."""
+
+
+def prepare(
+    task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any
+) -> tuple[TaskRunRecord, Runtime, FlowRunContext | None, tuple[Any, ...], dict[str, Any]]:
+    """Create the task run's record and resolve its inputs (futures become their results)."""
+    flow_ctx = flow_run_context.get()
+    runtime = flow_ctx.runtime if flow_ctx is not None else get_runtime()
+    if flow_ctx is not None:
+        flow_run_id, dynamic_key = flow_ctx.flow_run.id, flow_ctx.next_dynamic_key(task.task_key)
+    else:
+        flow_run_id, dynamic_key = None, "0"
+    record = TaskRunRecord(task.task_key, task.name, flow_run_id, dynamic_key, task.tags)
+    record.add("PENDING", "Pending")
+    if wait_for:
+        _wait_upstream(record, runtime, wait_for)
+    if args and any(contains_future(a) for a in args):
+        args = tuple(resolve(a) for a in args)
+    if kwargs and any(contains_future(v) for v in kwargs.values()):
+        kwargs = {k: resolve(v) for k, v in kwargs.items()}
+    return record, runtime, flow_ctx, args, kwargs
+
+
+def _wait_upstream(record: TaskRunRecord, runtime: Runtime, wait_for: Any) -> None:
+    for future in wait_for:
+        if isinstance(future, OvercastFuture):
+            future.wait()
+            if not future.state.is_completed():
+                record.add(
+                    "PENDING", "NotReady", message=f"upstream task run {future.task_run_id} did not complete"
+                )
+                runtime.reporter.task_run(record)
+                raise UpstreamTaskError(f"upstream task run {future.task_run_id} is {future.state.name}")
+
+
+class _Attempt:
+    """The steps around one task run's attempts, shared by sync, async and generator tasks."""
+
+    __slots__ = ("flow_ctx", "record", "reporter", "task", "token")
+
+    def __init__(
+        self, task: Task[..., Any], record: TaskRunRecord, runtime: Runtime, flow_ctx: FlowRunContext | None
+    ):
+        self.task, self.record, self.reporter, self.flow_ctx = task, record, runtime.reporter, flow_ctx
+        log_prints = (
+            task.log_prints if task.log_prints is not None else bool(flow_ctx and flow_ctx.log_prints)
+        )
+        if log_prints:
+            from overcast.logging import enable_log_prints
+
+            enable_log_prints()
+        self.token = task_run_context.set(TaskRunContext(task, record, log_prints))
+
+    def start(self) -> None:
+        record = self.record
+        record.run_count += 1
+        record.add("RUNNING", "Running" if record.run_count == 1 else "Retrying")
+        self.reporter.task_run(record)
+        if self.task.on_running_hooks:
+            self.task.run_hooks(self.task.on_running_hooks, record)
+
+    def completed(self, result: Any) -> None:
+        self.record.add("COMPLETED", "Completed")
+        self.reporter.task_run(self.record)
+        if self.task.on_completion_hooks:
+            self.task.run_hooks(self.task.on_completion_hooks, self.record, value=result)
+
+    def failed(self, exc: BaseException) -> float | None:
+        """Record a failed attempt; return the pause before the next one, or ``None``: no retry."""
+        record = self.record
+        message = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: the run crashed
+            record.add("CRASHED", "Crashed", message=message)
+            self.reporter.task_run(record)
+            return None
+        delay = self.task.retry_delay(record, exc)
+        if delay is not None:
+            record.add("SCHEDULED", "AwaitingRetry", message=f"retrying after {message}")
+            return delay
+        record.add("FAILED", "TimedOut" if isinstance(exc, RunTimeoutError) else "Failed", message=message)
+        self.reporter.task_run(record)
+        if self.task.on_failure_hooks:
+            self.task.run_hooks(self.task.on_failure_hooks, record, exception=exc)
+        return None
+
+    def finish(self) -> None:
+        task_run_context.reset(self.token)
+
+    def state(self, value: Any = None, exception: BaseException | None = None) -> State:
+        state = self.record.state()
+        state.attach(value, exception)
+        return state
+
+
+def run_sync(
+    task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool, wait_for: Any
+) -> Any:
+    """Run a sync task on this thread and return its result (or its final state)."""
+    record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
+    return _run_prepared(task, record, runtime, flow_ctx, args, kwargs, return_state)
+
+
+async def run_async(
+    task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool, wait_for: Any
+) -> Any:
+    """Run an async task in the caller's event loop and return its result (or its final state)."""
+    record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
+    if task.task_run_name is not None:
+        record.name = task.run_name(args, kwargs)
+    attempt = _Attempt(task, record, runtime, flow_ctx)
+    try:
+        while True:
+            attempt.start()
+            try:
+                async with asyncio.timeout(task.timeout_seconds):
+                    result = await task.fn(*args, **kwargs)
+            except BaseException as exc:
+                if isinstance(exc, TimeoutError) and task.timeout_seconds is not None:
+                    exc = RunTimeoutError(
+                        f"task run {record.name!r} exceeded its timeout of {task.timeout_seconds:g} seconds"
+                    )
+                delay = attempt.failed(exc)
+                if delay is None:
+                    if return_state and isinstance(exc, Exception):
+                        return attempt.state(exception=exc)
+                    raise exc from None if isinstance(exc, RunTimeoutError) else exc
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                continue
+            attempt.completed(result)
+            return attempt.state(result) if return_state else result
+    finally:
+        attempt.finish()
+
+
+def run_generator(
+    task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any
+) -> Iterator[Any]:
+    """Run a generator task: yield what it yields while the run is Running; no retries."""
+    record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
+    if task.task_run_name is not None:
+        record.name = task.run_name(args, kwargs)
+    attempt = _Attempt(task, record, runtime, flow_ctx)
+    try:
+        attempt.start()
+        try:
+            yield from task.fn(*args, **kwargs)
+        except BaseException as exc:
+            attempt.failed(exc)
+            raise
+        attempt.completed(None)
+    finally:
+        attempt.finish()
+
+
+async def run_async_generator(
+    task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any
+) -> AsyncIterator[Any]:
+    """Run an async generator task: yield what it yields while the run is Running; no retries."""
+    record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
+    if task.task_run_name is not None:
+        record.name = task.run_name(args, kwargs)
+    attempt = _Attempt(task, record, runtime, flow_ctx)
+    try:
+        attempt.start()
+        try:
+            async for item in task.fn(*args, **kwargs):
+                yield item
+        except BaseException as exc:
+            attempt.failed(exc)
+            raise
+        attempt.completed(None)
+    finally:
+        attempt.finish()
+
+
+def submit(
+    task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any
+) -> OvercastFuture[Any]:
+    """Hand a task run to the flow run's task runner and return its future at once."""
+    flow_ctx = flow_run_context.get()
+    if flow_ctx is None:
+        raise RuntimeError(
+            f"{task.name}.submit() needs a flow run: call it inside a @flow, or call the task directly"
+        )
+    runtime = flow_ctx.runtime
+    # The record exists before the future is returned (its id is the future's id).
+    record = TaskRunRecord(
+        task.task_key, task.name, flow_ctx.flow_run.id, flow_ctx.next_dynamic_key(task.task_key), task.tags
+    )
+    record.add("PENDING", "Pending")
+
+    def call() -> Any:
+        # On the pool thread: waiting for upstream futures must not block the submitter.
+        a, k = args, kwargs
+        if wait_for:
+            _wait_upstream(record, runtime, wait_for)
+        if a and any(contains_future(x) for x in a):
+            a = tuple(resolve(x) for x in a)
+        if k and any(contains_future(v) for v in k.values()):
+            k = {key: resolve(v) for key, v in k.items()}
+        return _run_prepared(task, record, runtime, flow_ctx, a, k, False)
+
+    return OvercastFuture(record, flow_ctx.task_runner.submit(call))
+
+
+def _run_prepared(
+    task: Task[..., Any],
+    record: TaskRunRecord,
+    runtime: Runtime,
+    flow_ctx: FlowRunContext | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    return_state: bool,
+) -> Any:
+    if task.task_run_name is not None:
+        record.name = task.run_name(args, kwargs)
+    attempt = _Attempt(task, record, runtime, flow_ctx)
+    try:
+        while True:
+            attempt.start()
+            try:
+                with time_limit(task.timeout_seconds, f"task run {record.name!r}"):
+                    if task.is_async:  # an async task submitted to a thread runs in its own loop there
+                        result = asyncio.run(task.fn(*args, **kwargs))
+                    else:
+                        result = task.fn(*args, **kwargs)
+            except BaseException as exc:
+                delay = attempt.failed(exc)
+                if delay is None:
+                    if return_state and isinstance(exc, Exception):
+                        return attempt.state(exception=exc)
+                    raise
+                if delay > 0:
+                    time.sleep(delay)
+                continue
+            attempt.completed(result)
+            return attempt.state(result) if return_state else result
+    finally:
+        attempt.finish()

@@ -1,0 +1,240 @@
+"""``@flow``: a function whose calls are orchestrated flow runs.
+
+Calling a flow creates a flow run in the control plane, runs the function on the caller's
+thread (the main thread for a top-level flow), and reports the outcome. A flow called inside
+another flow is a subflow: a child run, linked to a task run of its parent.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from pydantic import ValidationError, create_model
+
+from overcast import _flow_engine as engine
+from overcast.core.models import FlowRun
+from overcast.core.states import State
+from overcast.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+P = ParamSpec("P")
+R = TypeVar("R")
+logger = logging.getLogger("overcast.flows")
+
+
+class ParameterValidationError(TypeError):
+    """Raised when a flow's arguments do not fit its signature's annotations."""
+
+
+class Flow(Generic[P, R]):
+    """A flow: wraps a function so that each call is an orchestrated flow run.
+
+    Args:
+        fn: the function (sync or async).
+        name: the flow's name (default: the function's name, ``_`` as ``-``).
+        description: a description (default: the docstring).
+        version: a version string.
+        flow_run_name: a ``str.format`` template over the parameters, or a callable.
+        retries: retries after a failed run (decided by the control plane).
+        retry_delay_seconds: the pause before each retry.
+        task_runner: where ``submit``/``map`` run tasks (default: a thread pool).
+        timeout_seconds: fail the run (TimedOut) when it runs longer.
+        validate_parameters: coerce and check arguments against the annotations (pydantic).
+        log_prints: send ``print`` in the flow (and its tasks) to the run's log.
+        tags: tags of every run.
+        on_completion, on_failure, on_cancellation, on_crashed, on_running: hooks
+            ``(flow, flow_run, state)``; a hook's exception is logged, never raised.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        version: str | None = None,
+        flow_run_name: str | Callable[..., str] | None = None,
+        retries: int = 0,
+        retry_delay_seconds: float = 0,
+        task_runner: TaskRunner | None = None,
+        timeout_seconds: float | None = None,
+        validate_parameters: bool = True,
+        log_prints: bool = False,
+        tags: Iterable[str] | None = None,
+        on_completion: list[Callable[..., Any]] | None = None,
+        on_failure: list[Callable[..., Any]] | None = None,
+        on_cancellation: list[Callable[..., Any]] | None = None,
+        on_crashed: list[Callable[..., Any]] | None = None,
+        on_running: list[Callable[..., Any]] | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"@flow needs a function, not {type(fn).__name__}")
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError("a flow cannot be a generator; make the generator a task")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "flow").replace("_", "-")
+        for bad in "/%&><":
+            if bad in self.name:
+                raise ValueError(f"flow name {self.name!r} contains {bad!r}")
+        self.description = description if description is not None else inspect.getdoc(fn)
+        self.version = version
+        self.flow_run_name = flow_run_name
+        self.retries = retries
+        self.retry_delay_seconds = retry_delay_seconds
+        self.task_runner = task_runner or ThreadPoolTaskRunner()
+        self.timeout_seconds = timeout_seconds
+        self.validate_parameters = validate_parameters
+        self.log_prints = log_prints
+        self.tags = sorted(set(tags or ()))
+        self.on_completion_hooks = list(on_completion or [])
+        self.on_failure_hooks = list(on_failure or [])
+        self.on_cancellation_hooks = list(on_cancellation or [])
+        self.on_crashed_hooks = list(on_crashed or [])
+        self.on_running_hooks = list(on_running or [])
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self._signature = inspect.signature(fn)
+        self.has_var_args = any(
+            p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in self._signature.parameters.values()
+        )
+        self._model: Any = None
+        self.__doc__ = self.description
+        self.__wrapped__ = fn
+
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    def __call__(self, *args: Any, return_state: bool = ..., **kwargs: Any) -> Any: ...
+
+    def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
+        """Run the flow now and return its result (or its final state with ``return_state=True``)."""
+        if self.is_async:
+            return engine.run_flow_async(self, args, kwargs, return_state)
+        return engine.run_flow(self, args, kwargs, return_state)
+
+    def with_options(self, **changes: Any) -> Flow[P, R]:
+        """A copy of the flow with some options changed."""
+        options = {
+            "name": self.name,
+            "description": self.description,
+            "version": self.version,
+            "flow_run_name": self.flow_run_name,
+            "retries": self.retries,
+            "retry_delay_seconds": self.retry_delay_seconds,
+            "task_runner": self.task_runner,
+            "timeout_seconds": self.timeout_seconds,
+            "validate_parameters": self.validate_parameters,
+            "log_prints": self.log_prints,
+            "tags": self.tags,
+            "on_completion": self.on_completion_hooks,
+            "on_failure": self.on_failure_hooks,
+            "on_cancellation": self.on_cancellation_hooks,
+            "on_crashed": self.on_crashed_hooks,
+            "on_running": self.on_running_hooks,
+        }
+        unknown = set(changes) - set(options)
+        if unknown:
+            raise TypeError(f"with_options() got unknown options: {sorted(unknown)}")
+        return Flow(self.fn, **{**options, **changes})
+
+    def on_completion(self, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: add a completion hook."""
+        self.on_completion_hooks.append(hook)
+        return hook
+
+    def on_failure(self, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: add a failure hook."""
+        self.on_failure_hooks.append(hook)
+        return hook
+
+    def on_crashed(self, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: add a crash hook."""
+        self.on_crashed_hooks.append(hook)
+        return hook
+
+    def on_cancellation(self, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: add a cancellation hook."""
+        self.on_cancellation_hooks.append(hook)
+        return hook
+
+    def on_running(self, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: add a running hook."""
+        self.on_running_hooks.append(hook)
+        return hook
+
+    # -- for the engine ---------------------------------------------------------------------------
+
+    def validated_parameters(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call's arguments by name, defaults applied, coerced to the annotations.
+
+        Raises:
+            ParameterValidationError: an argument is missing, unexpected or of the wrong type.
+        """
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ParameterValidationError(f"flow {self.name!r}: {exc}") from None
+        bound.apply_defaults()
+        parameters = dict(bound.arguments)
+        if not self.validate_parameters or self.has_var_args:
+            return parameters
+        if self._model is None:
+            fields = {
+                name: (p.annotation if p.annotation is not inspect.Parameter.empty else Any, ...)
+                for name, p in self._signature.parameters.items()
+            }
+            self._model = create_model(
+                f"{self.name}-parameters", __config__={"arbitrary_types_allowed": True}, **fields
+            )  # type: ignore[call-overload]
+        try:
+            validated = self._model.model_validate(parameters)
+        except ValidationError as exc:
+            raise ParameterValidationError(f"flow {self.name!r} got invalid parameters:\n{exc}") from None
+        return {name: getattr(validated, name) for name in parameters}
+
+    def run_name(self, parameters: dict[str, Any]) -> str | None:
+        """The run's name from ``flow_run_name`` and the parameters (``None``: generated)."""
+        template = self.flow_run_name
+        if template is None:
+            return None
+        if callable(template):
+            return str(template())
+        try:
+            return template.format(**parameters)
+        except (KeyError, IndexError) as exc:
+            raise ValueError(
+                f"flow_run_name {template!r} names {exc}, which is not a parameter of {self.name}"
+            ) from None
+
+    def run_hooks(self, hooks: list[Callable[..., Any]], run: FlowRun, client: Any, **outcome: Any) -> None:
+        """Call state hooks with the run as stored now; a hook's exception is logged, never raised."""
+        if not hooks:
+            return
+        current = client.read_flow_run(run.id)
+        state: State = current.state
+        state.attach(outcome.get("value"), outcome.get("exception"))
+        for hook in hooks:
+            try:
+                hook(self, current, state)
+            except Exception:
+                logger.exception("hook %s of flow %r raised", getattr(hook, "__name__", hook), self.name)
+
+    def __repr__(self) -> str:
+        return f"Flow(name={self.name!r})"
+
+
+@overload
+def flow(__fn: Callable[P, R]) -> Flow[P, R]: ...
+
+
+@overload
+def flow(**options: Any) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+
+
+def flow(__fn: Callable[P, R] | None = None, **options: Any) -> Any:
+    """Make a function a flow: ``@flow`` or ``@flow(retries=2, ...)`` (options of ``Flow``)."""
+    if __fn is not None:
+        return Flow(__fn, **options)
+    return lambda fn: Flow(fn, **options)

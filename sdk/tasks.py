@@ -1,0 +1,309 @@
+"""``@task``: a function whose calls are tracked as task runs, retried, timed and hooked.
+
+Prefect 3's options and call styles: call it (on the caller's thread), ``submit`` it (a future),
+``map`` it over iterables; sync, async, generator and async generator functions; inside a flow
+or on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import random
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from overcast import _task_engine as engine
+from overcast.futures import FutureList, OvercastFuture
+
+if TYPE_CHECKING:
+    from overcast._records import TaskRunRecord
+
+P = ParamSpec("P")
+R = TypeVar("R")
+logger = logging.getLogger("overcast.tasks")
+
+RetryDelay = float | int | list[float] | Callable[[int], list[float]]
+MAX_RETRY_DELAYS = 50
+
+
+def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
+    """Retry delays that double: ``backoff_factor * 2**n`` before retry ``n`` (0-based).
+
+    Use as ``retry_delay_seconds=exponential_backoff(10)``: 10 s, 20 s, 40 s …
+    """
+
+    def delays(retries: int) -> list[float]:
+        return [backoff_factor * 2**n for n in range(retries)]
+
+    return delays
+
+
+class unmapped:  # noqa: N801 - Prefect's name
+    """Wrap an argument of ``map`` that every mapped call receives whole (not iterated)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class Task(Generic[P, R]):
+    """A task: wraps a function so that each call is a tracked task run.
+
+    Args:
+        fn: the function (sync, async, generator or async generator).
+        name: the task's name (default: the function's name).
+        description: a description (default: the docstring).
+        version: a version string.
+        tags: tags of every run.
+        retries: retries after a failed attempt.
+        retry_delay_seconds: the pause before each retry: a number, a list (indexed by retry,
+            the last repeating; at most 50), or a callable of the retry count returning a list
+            (``exponential_backoff``).
+        retry_jitter_factor: spread each pause uniformly within ``±factor`` of itself.
+        retry_condition_fn: ``(task, task_run, state) -> bool``; false stops retrying.
+        timeout_seconds: fail the attempt (TimedOut) when it runs longer.
+        task_run_name: a ``str.format`` template over the parameters, or a callable.
+        log_prints: send ``print`` to the run's log (default: the flow's setting).
+        on_completion, on_failure, on_running: hooks ``(task, task_run, state)``; a hook's
+            exception is logged, never raised.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        version: str | None = None,
+        tags: Iterable[str] | None = None,
+        retries: int = 0,
+        retry_delay_seconds: RetryDelay = 0,
+        retry_jitter_factor: float | None = None,
+        retry_condition_fn: Callable[..., bool] | None = None,
+        timeout_seconds: float | None = None,
+        task_run_name: str | Callable[..., str] | None = None,
+        log_prints: bool | None = None,
+        on_completion: list[Callable[..., Any]] | None = None,
+        on_failure: list[Callable[..., Any]] | None = None,
+        on_running: list[Callable[..., Any]] | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"@task needs a function, not {type(fn).__name__}")
+        if retries < 0:
+            raise ValueError("retries must be 0 or more")
+        if retry_jitter_factor is not None and retry_jitter_factor < 0:
+            raise ValueError("retry_jitter_factor must be 0 or more")
+        if timeout_seconds is not None and timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "task")
+        self.description = description if description is not None else inspect.getdoc(fn)
+        self.version = version
+        self.tags = sorted(set(tags or ()))
+        self.retries = retries
+        self.retry_delay_seconds = retry_delay_seconds
+        self.retry_jitter_factor = retry_jitter_factor
+        self.retry_condition_fn = retry_condition_fn
+        self.timeout_seconds = timeout_seconds
+        self.task_run_name = task_run_name
+        self.log_prints = log_prints
+        self.on_completion_hooks = list(on_completion or [])
+        self.on_failure_hooks = list(on_failure or [])
+        self.on_running_hooks = list(on_running or [])
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.is_generator = inspect.isgeneratorfunction(fn)
+        self.is_async_generator = inspect.isasyncgenfunction(fn)
+        self.task_key = _task_key(fn)
+        self._delays = self._resolve_delays()
+        self._signature: inspect.Signature | None = None
+        self.__doc__ = self.description
+        self.__wrapped__ = fn
+
+    # -- calling --------------------------------------------------------------------------------
+
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    def __call__(self, *args: Any, return_state: bool = ..., wait_for: Any = ..., **kwargs: Any) -> Any: ...
+
+    def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
+        """Run the task now, on this thread, and return its result (or its state)."""
+        if self.is_generator:
+            return engine.run_generator(self, args, kwargs, wait_for)
+        if self.is_async_generator:
+            return engine.run_async_generator(self, args, kwargs, wait_for)
+        if self.is_async:
+            return engine.run_async(self, args, kwargs, return_state, wait_for)
+        return engine.run_sync(self, args, kwargs, return_state, wait_for)
+
+    def submit(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> OvercastFuture[R]:
+        """Run the task on the flow run's task runner; return its future at once."""
+        if self.is_generator or self.is_async_generator:
+            raise TypeError(f"generator task {self.name!r} cannot be submitted; call it and iterate")
+        return engine.submit(self, args, kwargs, wait_for)
+
+    def map(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> FutureList[R]:
+        """Submit one task run per element of the iterable arguments (zipped).
+
+        Arguments wrapped in ``unmapped`` — and non-iterable ones — go whole to every run.
+
+        Raises:
+            ValueError: no iterable argument, or iterables of different lengths.
+        """
+        bound = {**{i: a for i, a in enumerate(args)}, **kwargs}
+        iterables = {k: list(v) for k, v in bound.items() if _is_mappable(v)}
+        if not iterables:
+            raise ValueError(f"{self.name}.map() needs at least one iterable argument")
+        lengths = {len(v) for v in iterables.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"{self.name}.map() got iterables of different lengths: {sorted(lengths)}")
+        futures: FutureList[R] = FutureList()
+        for i in range(lengths.pop()):
+            call = {k: (iterables[k][i] if k in iterables else _unwrap(v)) for k, v in bound.items()}
+            positional = tuple(call[k] for k in range(len(args)))
+            named = {k: v for k, v in call.items() if isinstance(k, str)}
+            futures.append(engine.submit(self, positional, named, wait_for))
+        return futures
+
+    # -- options and hooks ------------------------------------------------------------------------
+
+    def with_options(self, **changes: Any) -> Task[P, R]:
+        """A copy of the task with some options changed."""
+        options = {
+            "name": self.name,
+            "description": self.description,
+            "version": self.version,
+            "tags": self.tags,
+            "retries": self.retries,
+            "retry_delay_seconds": self.retry_delay_seconds,
+            "retry_jitter_factor": self.retry_jitter_factor,
+            "retry_condition_fn": self.retry_condition_fn,
+            "timeout_seconds": self.timeout_seconds,
+            "task_run_name": self.task_run_name,
+            "log_prints": self.log_prints,
+            "on_completion": self.on_completion_hooks,
+            "on_failure": self.on_failure_hooks,
+            "on_running": self.on_running_hooks,
+        }
+        unknown = set(changes) - set(options)
+        if unknown:
+            raise TypeError(f"with_options() got unknown options: {sorted(unknown)}")
+        return Task(self.fn, **{**options, **changes})
+
+    def on_completion(self, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: add a completion hook."""
+        self.on_completion_hooks.append(hook)
+        return hook
+
+    def on_failure(self, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: add a failure hook."""
+        self.on_failure_hooks.append(hook)
+        return hook
+
+    def on_running(self, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: add a running hook."""
+        self.on_running_hooks.append(hook)
+        return hook
+
+    # -- for the engine -----------------------------------------------------------------------------
+
+    def run_name(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """The run's name from ``task_run_name`` and the call's parameters."""
+        template = self.task_run_name
+        if callable(template):
+            return str(template())
+        assert template is not None
+        try:
+            return template.format(**self.parameters(args, kwargs))
+        except (KeyError, IndexError) as exc:
+            raise ValueError(
+                f"task_run_name {template!r} names {exc}, which is not a parameter of {self.name}"
+            ) from None
+
+    def parameters(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call's arguments by parameter name, defaults applied."""
+        if self._signature is None:
+            self._signature = inspect.signature(self.fn)
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def retry_delay(self, record: TaskRunRecord, exc: BaseException) -> float | None:
+        """The pause before retrying after attempt ``record.run_count`` failed; ``None``: no retry."""
+        if record.run_count > self.retries:
+            return None
+        if self.retry_condition_fn is not None:
+            try:
+                if not self.retry_condition_fn(self, self._task_run_model(record), record.state()):
+                    return None
+            except Exception:
+                logger.exception("retry_condition_fn of task %r raised; not retrying", self.name)
+                return None
+        delay = self._delays[min(record.run_count - 1, len(self._delays) - 1)] if self._delays else 0.0
+        if self.retry_jitter_factor:
+            spread = delay * self.retry_jitter_factor
+            delay = max(0.0, random.uniform(delay - spread, delay + spread))  # noqa: S311
+        return delay
+
+    def run_hooks(self, hooks: list[Callable[..., Any]], record: TaskRunRecord, **outcome: Any) -> None:
+        """Call state hooks; an exception in a hook is logged, never raised."""
+        task_run = self._task_run_model(record)
+        state = record.state()
+        state.attach(outcome.get("value"), outcome.get("exception"))
+        for hook in hooks:
+            try:
+                hook(self, task_run, state)
+            except Exception:
+                logger.exception("hook %s of task %r raised", getattr(hook, "__name__", hook), self.name)
+
+    def _task_run_model(self, record: TaskRunRecord) -> Any:
+        from overcast.core.models import TaskRun
+
+        return TaskRun.model_validate(record.document()["task_run"])
+
+    def _resolve_delays(self) -> list[float]:
+        spec = self.retry_delay_seconds
+        if callable(spec):
+            spec = spec(self.retries)
+        delays = [float(spec)] if isinstance(spec, int | float) else [float(d) for d in spec]
+        if len(delays) > MAX_RETRY_DELAYS:
+            raise ValueError(f"retry_delay_seconds may list at most {MAX_RETRY_DELAYS} delays")
+        if any(d < 0 for d in delays):
+            raise ValueError("retry delays must be 0 or more")
+        return delays
+
+    def __repr__(self) -> str:
+        return f"Task(name={self.name!r})"
+
+
+def _task_key(fn: Callable[..., Any]) -> str:
+    code = getattr(fn, "__code__", None)
+    digest = hashlib.blake2b(code.co_code if code else repr(fn).encode(), digest_size=4).hexdigest()
+    return f"{getattr(fn, '__qualname__', 'task')}-{digest}"
+
+
+def _is_mappable(value: Any) -> bool:
+    if isinstance(value, unmapped | str | bytes | dict):
+        return False
+    return isinstance(value, Iterable)
+
+
+def _unwrap(value: Any) -> Any:
+    return value.value if isinstance(value, unmapped) else value
+
+
+@overload
+def task(__fn: Callable[P, R]) -> Task[P, R]: ...
+
+
+@overload
+def task(**options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(__fn: Callable[P, R] | None = None, **options: Any) -> Any:
+    """Make a function a task: ``@task`` or ``@task(retries=3, ...)`` (options of ``Task``)."""
+    if __fn is not None:
+        return Task(__fn, **options)
+    return lambda fn: Task(fn, **options)
