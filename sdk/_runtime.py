@@ -15,7 +15,6 @@ from typing import Any
 from overcast._records import TaskRunRecord
 from overcast._writebehind import WriteBehind
 from overcast.client import Client
-from overcast.core.errors import ConfigurationError
 from overcast.core.settings import Settings
 
 
@@ -90,10 +89,9 @@ def get_runtime() -> Runtime:
 
 def _build(settings: Settings) -> Runtime:
     if settings.api_url:
-        raise ConfigurationError(
-            "OVERCAST_API_URL is set, but this version of Overcast runs flows with the in-process "
-            "client only; unset it to use the store that OVERCAST_STORE names"
-        )
+        from overcast.http_client import HttpClient
+
+        return Runtime(HttpClient(settings.api_url, api_key=settings.api_key), settings)
     from overcast.adapters.factory import open_store
     from overcast.client import DirectClient
     from overcast.core.services import ControlPlane

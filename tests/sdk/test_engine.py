@@ -17,13 +17,7 @@ from overcast._timeout import RunTimeoutError
 from overcast.flows import ParameterValidationError
 from overcast.futures import as_completed, wait
 from overcast.tasks import exponential_backoff
-from overcast.testing import Harness, overcast_test_harness
-
-
-@pytest.fixture
-def harness() -> Iterator[Harness]:
-    with overcast_test_harness() as h:
-        yield h
+from overcast.testing import Harness
 
 
 @task
