@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Protocol, runtime_checkable
 
-from overcast.core.models import FlowRun, TaskRun
+from overcast.core.models import FlowRun, LogLine, TaskRun
 from overcast.core.schemas import FlowRunCreate, FlowRunFilter, OrchestrationResult, Page, TaskRunFilter
 from overcast.core.services import ControlPlane
 from overcast.core.states import State
@@ -59,6 +59,10 @@ class Client(Protocol):
         """A flow run's state history."""
         ...
 
+    def read_logs(self, run_id: uuid.UUID, *, limit: int = 200, cursor: str | None = None) -> Page[LogLine]:
+        """A run's log lines, oldest first."""
+        ...
+
 
 class DirectClient:
     """The control plane's services, called in this process.
@@ -90,8 +94,6 @@ class DirectClient:
 
     def write_logs(self, lines: list[dict[str, Any]]) -> None:
         """Store log lines."""
-        from overcast.core.models import LogLine
-
         self.plane.logs.write([LogLine.model_validate(line) for line in lines])
 
     def filter_flow_runs(self, query: FlowRunFilter) -> Page[FlowRun]:
@@ -109,3 +111,7 @@ class DirectClient:
     def read_flow_run_states(self, run_id: uuid.UUID) -> list[State]:
         """A flow run's state history."""
         return self.plane.flow_runs.states(run_id)
+
+    def read_logs(self, run_id: uuid.UUID, *, limit: int = 200, cursor: str | None = None) -> Page[LogLine]:
+        """A run's log lines, oldest first."""
+        return self.plane.logs.read(run_id, limit=limit, cursor=cursor)

@@ -22,7 +22,7 @@ from overcast.core.errors import (
     InvalidValueError,
     NotFoundError,
 )
-from overcast.core.models import FlowRun, TaskRun
+from overcast.core.models import FlowRun, LogLine, TaskRun
 from overcast.core.schemas import FlowRunCreate, FlowRunFilter, OrchestrationResult, Page, TaskRunFilter
 from overcast.core.states import State
 
@@ -98,6 +98,11 @@ class HttpClient:
     def read_flow_run_states(self, run_id: uuid.UUID) -> list[State]:
         """A flow run's state history."""
         return [State.model_validate(s) for s in self._call("GET", f"/flow_runs/{run_id}/states")]
+
+    def read_logs(self, run_id: uuid.UUID, *, limit: int = 200, cursor: str | None = None) -> Page[LogLine]:
+        """A run's log lines, oldest first."""
+        path = f"/logs/{run_id}?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        return Page[LogLine].model_validate(self._call("GET", path))
 
     # -- transport ---------------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import typer
 from overcast import __version__
 
 # modules with a ``register(app: typer.Typer) -> None``, in the order --help lists them
-COMMANDS: tuple[str, ...] = ("overcast.infra.cli.server",)
+COMMANDS: tuple[str, ...] = ("overcast.infra.cli.server", "overcast.infra.cli.runs")
 
 
 def version() -> None:
