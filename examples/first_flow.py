@@ -49,3 +49,6 @@ def daily_etl(day: str = "2026-11-24") -> int:
 
 if __name__ == "__main__":
     daily_etl()
+    print("\nDone. See the run, its task runs and its logs with:")
+    print("  .venv/bin/overcast flow-run ls")
+    print("  .venv/bin/overcast flow-run inspect <id>      (then task-run ls --flow-run <id>, logs <id>)")
