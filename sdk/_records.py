@@ -12,6 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from overcast._ids import new_id
 from overcast.core.states import State, StateType
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
@@ -47,7 +48,7 @@ class TaskRunRecord:
     def __init__(
         self, task_key: str, name: str, flow_run_id: uuid.UUID | None, dynamic_key: str, tags: list[str]
     ) -> None:
-        self.id = uuid.uuid4()
+        self.id = new_id()
         self.task_key = task_key
         self.name = name
         self.flow_run_id = flow_run_id
