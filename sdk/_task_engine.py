@@ -121,6 +121,16 @@ class _Attempt:
         return state
 
 
+def _begin(
+    task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any
+) -> tuple[_Attempt, tuple[Any, ...], dict[str, Any]]:
+    """Prepare a task run called on this thread and enter its context."""
+    record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
+    if task.task_run_name is not None:
+        record.name = task.run_name(args, kwargs)
+    return _Attempt(task, record, runtime, flow_ctx), args, kwargs
+
+
 def run_sync(
     task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool, wait_for: Any
 ) -> Any:
@@ -133,10 +143,8 @@ async def run_async(
     task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool, wait_for: Any
 ) -> Any:
     """Run an async task in the caller's event loop and return its result (or its final state)."""
-    record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
-    if task.task_run_name is not None:
-        record.name = task.run_name(args, kwargs)
-    attempt = _Attempt(task, record, runtime, flow_ctx)
+    attempt, args, kwargs = _begin(task, args, kwargs, wait_for)
+    record = attempt.record
     try:
         while True:
             attempt.start()
@@ -166,10 +174,7 @@ def run_generator(
     task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any
 ) -> Iterator[Any]:
     """Run a generator task: yield what it yields while the run is Running; no retries."""
-    record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
-    if task.task_run_name is not None:
-        record.name = task.run_name(args, kwargs)
-    attempt = _Attempt(task, record, runtime, flow_ctx)
+    attempt, args, kwargs = _begin(task, args, kwargs, wait_for)
     try:
         attempt.start()
         try:
@@ -186,10 +191,7 @@ async def run_async_generator(
     task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any
 ) -> AsyncIterator[Any]:
     """Run an async generator task: yield what it yields while the run is Running; no retries."""
-    record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
-    if task.task_run_name is not None:
-        record.name = task.run_name(args, kwargs)
-    attempt = _Attempt(task, record, runtime, flow_ctx)
+    attempt, args, kwargs = _begin(task, args, kwargs, wait_for)
     try:
         attempt.start()
         try:

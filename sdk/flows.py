@@ -15,6 +15,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from pydantic import ValidationError, create_model
 
 from overcast import _flow_engine as engine
+from overcast._options import HookedCallable
 from overcast.core.models import FlowRun
 from overcast.core.states import State
 from overcast.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -28,7 +29,7 @@ class ParameterValidationError(TypeError):
     """Raised when a flow's arguments do not fit its signature's annotations."""
 
 
-class Flow(Generic[P, R]):
+class Flow(HookedCallable, Generic[P, R]):
     """A flow: wraps a function so that each call is an orchestrated flow run.
 
     Args:
@@ -114,9 +115,9 @@ class Flow(Generic[P, R]):
             return engine.run_flow_async(self, args, kwargs, return_state)
         return engine.run_flow(self, args, kwargs, return_state)
 
-    def with_options(self, **changes: Any) -> Flow[P, R]:
-        """A copy of the flow with some options changed."""
-        options = {
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this flow from its function."""
+        return {
             "name": self.name,
             "description": self.description,
             "version": self.version,
@@ -134,35 +135,14 @@ class Flow(Generic[P, R]):
             "on_crashed": self.on_crashed_hooks,
             "on_running": self.on_running_hooks,
         }
-        unknown = set(changes) - set(options)
-        if unknown:
-            raise TypeError(f"with_options() got unknown options: {sorted(unknown)}")
-        return Flow(self.fn, **{**options, **changes})
-
-    def on_completion(self, hook: Callable[..., Any]) -> Callable[..., Any]:
-        """Decorator: add a completion hook."""
-        self.on_completion_hooks.append(hook)
-        return hook
-
-    def on_failure(self, hook: Callable[..., Any]) -> Callable[..., Any]:
-        """Decorator: add a failure hook."""
-        self.on_failure_hooks.append(hook)
-        return hook
 
     def on_crashed(self, hook: Callable[..., Any]) -> Callable[..., Any]:
         """Decorator: add a crash hook."""
-        self.on_crashed_hooks.append(hook)
-        return hook
+        return self._add_hook("crashed", hook)
 
     def on_cancellation(self, hook: Callable[..., Any]) -> Callable[..., Any]:
         """Decorator: add a cancellation hook."""
-        self.on_cancellation_hooks.append(hook)
-        return hook
-
-    def on_running(self, hook: Callable[..., Any]) -> Callable[..., Any]:
-        """Decorator: add a running hook."""
-        self.on_running_hooks.append(hook)
-        return hook
+        return self._add_hook("cancellation", hook)
 
     # -- for the engine ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from overcast import _task_engine as engine
+from overcast._options import HookedCallable
 from overcast.futures import FutureList, OvercastFuture
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ class unmapped:  # noqa: N801 - Prefect's name
         self.value = value
 
 
-class Task(Generic[P, R]):
+class Task(HookedCallable, Generic[P, R]):
     """A task: wraps a function so that each call is a tracked task run.
 
     Args:
@@ -169,9 +170,9 @@ class Task(Generic[P, R]):
 
     # -- options and hooks ------------------------------------------------------------------------
 
-    def with_options(self, **changes: Any) -> Task[P, R]:
-        """A copy of the task with some options changed."""
-        options = {
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this task from its function."""
+        return {
             "name": self.name,
             "description": self.description,
             "version": self.version,
@@ -187,25 +188,6 @@ class Task(Generic[P, R]):
             "on_failure": self.on_failure_hooks,
             "on_running": self.on_running_hooks,
         }
-        unknown = set(changes) - set(options)
-        if unknown:
-            raise TypeError(f"with_options() got unknown options: {sorted(unknown)}")
-        return Task(self.fn, **{**options, **changes})
-
-    def on_completion(self, hook: Callable[..., Any]) -> Callable[..., Any]:
-        """Decorator: add a completion hook."""
-        self.on_completion_hooks.append(hook)
-        return hook
-
-    def on_failure(self, hook: Callable[..., Any]) -> Callable[..., Any]:
-        """Decorator: add a failure hook."""
-        self.on_failure_hooks.append(hook)
-        return hook
-
-    def on_running(self, hook: Callable[..., Any]) -> Callable[..., Any]:
-        """Decorator: add a running hook."""
-        self.on_running_hooks.append(hook)
-        return hook
 
     # -- for the engine -----------------------------------------------------------------------------
 

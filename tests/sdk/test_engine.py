@@ -432,3 +432,18 @@ def test_a_run_cancelled_while_it_runs_is_aborted(harness: Harness) -> None:
     [run] = harness.flow_runs()
     assert run.state.type.value == "CANCELLED"
     assert hooked == ["CANCELLED"]
+
+
+def test_with_options_copies_with_changes(harness: Harness) -> None:
+    renamed = add.with_options(name="plus", retries=2)
+    assert (renamed.name, renamed.retries, add.name, add.retries) == ("plus", 2, "add", 0)
+    assert renamed(1) == 2
+    with pytest.raises(TypeError, match="unknown options"):
+        add.with_options(colour="red")
+
+    @flow
+    def base() -> str:
+        return get_run_context().flow_run.name  # type: ignore[union-attr]
+
+    assert base.with_options(flow_run_name="custom-run")() == "custom-run"
+    assert base.with_options(retries=3).retries == 3
