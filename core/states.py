@@ -97,6 +97,10 @@ class StateDetails(BaseModel):
 class State(BaseModel):
     """A run's state at one moment.
 
+    A well-known name belongs to one type (``Late``, ``AwaitingRetry``: SCHEDULED; ``Retrying``:
+    RUNNING; ``Cached``: COMPLETED; ``TimedOut``: FAILED; ``Suspended``: PAUSED …); a state
+    with such a name and another type is refused.
+
     Attributes:
         id: the state's own id; a replayed state with the same id changes nothing.
         type: the state type.

@@ -39,6 +39,10 @@ class Reporter:
         """Report a log line (``LogLine`` as JSON)."""
         self._buffer.put(line)
 
+    def document(self, document: dict[str, Any]) -> None:
+        """Report a task run whose document was built elsewhere (a process-pool worker)."""
+        self._buffer.put(_Prebuilt(document))
+
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Send everything reported so far; return whether it was sent within ``timeout``."""
         return self._buffer.flush(timeout)
@@ -48,10 +52,10 @@ class Reporter:
         return self._buffer.close(timeout)
 
     def _sink(self, batch: list[Any]) -> None:
-        records: dict[Any, TaskRunRecord] = {}
+        records: dict[Any, TaskRunRecord | _Prebuilt] = {}
         lines = []
         for item in batch:
-            if isinstance(item, TaskRunRecord):
+            if isinstance(item, TaskRunRecord | _Prebuilt):
                 records[item.id] = item
             else:
                 lines.append(item)
@@ -61,13 +65,32 @@ class Reporter:
             self._client.write_logs(lines)
 
 
-class Runtime:
-    """A client and its reporter."""
+class _Prebuilt:
+    """A task-run document built elsewhere, waiting in the buffer like a record."""
 
-    def __init__(self, client: Client, settings: Settings | None = None) -> None:
+    __slots__ = ("_document", "id")
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self._document = document
+        self.id = document["task_run"]["id"]
+
+    def document(self) -> dict[str, Any]:
+        return self._document
+
+
+class Runtime:
+    """A client and its reporter.
+
+    Args:
+        client: the control plane.
+        settings: the settings it was built from.
+        reporter: what receives bookkeeping (default: a write-behind ``Reporter`` to ``client``).
+    """
+
+    def __init__(self, client: Client, settings: Settings | None = None, reporter: Any = None) -> None:
         self.client = client
         self.settings = settings or Settings()
-        self.reporter = Reporter(client)
+        self.reporter: Reporter = reporter or Reporter(client)
 
     def close(self) -> None:
         """Flush and stop the reporter."""

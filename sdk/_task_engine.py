@@ -136,7 +136,7 @@ def run_sync(
 ) -> Any:
     """Run a sync task on this thread and return its result (or its final state)."""
     record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
-    return _run_prepared(task, record, runtime, flow_ctx, args, kwargs, return_state)
+    return run_prepared(task, record, runtime, flow_ctx, args, kwargs, return_state)
 
 
 async def run_async(
@@ -205,6 +205,40 @@ async def run_async_generator(
         attempt.finish()
 
 
+class SubmittedRun:
+    """A task run handed to a task runner: what to run, and how to get its inputs ready."""
+
+    __slots__ = ("args", "flow_ctx", "kwargs", "record", "runtime", "task", "wait_for")
+
+    def __init__(
+        self,
+        task: Task[..., Any],
+        record: TaskRunRecord,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait_for: Any,
+        flow_ctx: FlowRunContext,
+    ) -> None:
+        self.task, self.record, self.args, self.kwargs = task, record, args, kwargs
+        self.wait_for, self.flow_ctx, self.runtime = wait_for, flow_ctx, flow_ctx.runtime
+
+    def resolve_inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Wait for upstream runs and replace futures by results (on the runner's thread)."""
+        args, kwargs = self.args, self.kwargs
+        if self.wait_for:
+            _wait_upstream(self.record, self.runtime, self.wait_for)
+        if args and any(contains_future(x) for x in args):
+            args = tuple(resolve(x) for x in args)
+        if kwargs and any(contains_future(v) for v in kwargs.values()):
+            kwargs = {key: resolve(v) for key, v in kwargs.items()}
+        return args, kwargs
+
+    def run_here(self) -> Any:
+        """Resolve the inputs and run the task on this thread."""
+        args, kwargs = self.resolve_inputs()
+        return run_prepared(self.task, self.record, self.runtime, self.flow_ctx, args, kwargs, False)
+
+
 def submit(
     task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any
 ) -> OvercastFuture[Any]:
@@ -214,28 +248,16 @@ def submit(
         raise RuntimeError(
             f"{task.name}.submit() needs a flow run: call it inside a @flow, or call the task directly"
         )
-    runtime = flow_ctx.runtime
     # The record exists before the future is returned (its id is the future's id).
     record = TaskRunRecord(
         task.task_key, task.name, flow_ctx.flow_run.id, flow_ctx.next_dynamic_key(task.task_key), task.tags
     )
     record.add("PENDING", "Pending")
-
-    def call() -> Any:
-        # On the pool thread: waiting for upstream futures must not block the submitter.
-        a, k = args, kwargs
-        if wait_for:
-            _wait_upstream(record, runtime, wait_for)
-        if a and any(contains_future(x) for x in a):
-            a = tuple(resolve(x) for x in a)
-        if k and any(contains_future(v) for v in k.values()):
-            k = {key: resolve(v) for key, v in k.items()}
-        return _run_prepared(task, record, runtime, flow_ctx, a, k, False)
-
-    return OvercastFuture(record, flow_ctx.task_runner.submit(call))
+    run = SubmittedRun(task, record, args, kwargs, wait_for, flow_ctx)
+    return OvercastFuture(record, flow_ctx.task_runner.submit(run))
 
 
-def _run_prepared(
+def run_prepared(
     task: Task[..., Any],
     record: TaskRunRecord,
     runtime: Runtime,

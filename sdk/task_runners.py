@@ -1,4 +1,4 @@
-"""Where ``submit`` and ``map`` run task runs: a thread pool by default.
+"""Where ``submit`` and ``map`` run task runs: threads of this process, or worker processes.
 
 A task runner is used by one flow run at a time (each run gets a ``duplicate()``), started
 when the flow starts and shut down, after waiting for its task runs, when it ends.
@@ -7,16 +7,17 @@ when the flow starts and shut down, after waiting for its task runs, when it end
 from __future__ import annotations
 
 import contextvars
+import multiprocessing
 import os
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
-R = TypeVar("R")
+if TYPE_CHECKING:
+    from overcast._task_engine import SubmittedRun
 
 
 class TaskRunner:
-    """Runs submitted calls; the base of every task runner."""
+    """Runs submitted task runs; the base of every task runner."""
 
     def duplicate(self) -> TaskRunner:
         """A fresh, unstarted runner with the same settings (one per flow run)."""
@@ -28,8 +29,8 @@ class TaskRunner:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def submit(self, call: Callable[[], R]) -> Future[R]:
-        """Run ``call`` and return its future."""
+    def submit(self, run: SubmittedRun) -> Future[Any]:
+        """Run ``run`` and return its future."""
         raise NotImplementedError
 
 
@@ -60,12 +61,78 @@ class ThreadPoolTaskRunner(TaskRunner):
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    def submit(self, call: Callable[[], R]) -> Future[R]:
-        """Run ``call`` on a pool thread, in a copy of the caller's context."""
+    def submit(self, run: SubmittedRun) -> Future[Any]:
+        """Run the task on a pool thread, in a copy of the submitter's context."""
         if self._executor is None:
             raise RuntimeError("the task runner is not started: submit inside a flow run")
         context = contextvars.copy_context()
-        return self._executor.submit(context.run, call)
+        return self._executor.submit(context.run, run.run_here)
 
     def __repr__(self) -> str:
         return f"ThreadPoolTaskRunner(max_workers={self.max_workers})"
+
+
+class ProcessPoolTaskRunner(TaskRunner):
+    """Runs task runs in worker processes: CPU-bound tasks use every core.
+
+    The task and its inputs travel by cloudpickle (so closures and lambdas work), the result
+    comes back by pickle. Futures among the inputs are resolved in this process first. The
+    worker records the task run's states, and those of any task it calls, with its logs; this
+    process reports them through its own client, so process workers need no configuration
+    and work with any client, the in-memory test harness included.
+
+    Inside a task run in a worker, tasks can be called directly but not submitted, and flows
+    cannot be called.
+
+    Args:
+        max_workers: worker processes; default the number of CPUs.
+    """
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self.max_workers = max_workers or (os.cpu_count() or 1)
+        self._processes: ProcessPoolExecutor | None = None
+        self._dispatch: ThreadPoolExecutor | None = None
+
+    def duplicate(self) -> ProcessPoolTaskRunner:
+        """A fresh runner with the same ``max_workers``."""
+        return ProcessPoolTaskRunner(self.max_workers)
+
+    def __enter__(self) -> ProcessPoolTaskRunner:
+        # spawn: a forked child would inherit the reporter's thread and open connections mid-use
+        self._processes = ProcessPoolExecutor(
+            self.max_workers, mp_context=multiprocessing.get_context("spawn")
+        )
+        # one dispatcher thread per task run waits for its inputs, then for its worker
+        self._dispatch = ThreadPoolExecutor(64, thread_name_prefix="overcast-dispatch")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._dispatch is not None:
+            self._dispatch.shutdown(wait=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=True)
+        self._dispatch = self._processes = None
+
+    def submit(self, run: SubmittedRun) -> Future[Any]:
+        """Send the task run to a worker process; return its future at once."""
+        if self._dispatch is None or self._processes is None:
+            raise RuntimeError("the task runner is not started: submit inside a flow run")
+        processes = self._processes
+        return self._dispatch.submit(_dispatch, run, processes)
+
+    def __repr__(self) -> str:
+        return f"ProcessPoolTaskRunner(max_workers={self.max_workers})"
+
+
+def _dispatch(run: SubmittedRun, processes: ProcessPoolExecutor) -> Any:
+    import cloudpickle
+
+    from overcast import _process_worker
+
+    args, kwargs = run.resolve_inputs()
+    ctx = run.flow_ctx
+    payload = cloudpickle.dumps(
+        (run.task, run.record, args, kwargs, ctx.flow_run, ctx.parameters, ctx.log_prints)
+    )
+    outcome = processes.submit(_process_worker.run, payload).result()
+    return _process_worker.settle(run, outcome)

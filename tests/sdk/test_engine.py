@@ -447,3 +447,53 @@ def test_with_options_copies_with_changes(harness: Harness) -> None:
 
     assert base.with_options(flow_run_name="custom-run")() == "custom-run"
     assert base.with_options(retries=3).retries == 3
+
+
+# -- the process pool ----------------------------------------------------------------------------------
+
+
+@task
+def whoami(x: int) -> tuple[int, int]:
+    import os
+
+    get_run_logger().info("working on %d", x)
+    return x * x, os.getpid()
+
+
+@task
+def fail_in_worker(x: int) -> None:
+    raise ArithmeticError(f"bad {x}")
+
+
+def test_the_process_pool_runs_tasks_in_other_processes_and_reports_them(harness: Harness) -> None:
+    import os
+
+    from overcast.task_runners import ProcessPoolTaskRunner
+
+    offset = 100
+
+    @task
+    def nested(x: int) -> int:
+        return add(x, offset)  # a closure, and a direct task call inside the worker
+
+    @flow(task_runner=ProcessPoolTaskRunner(max_workers=2))
+    def crunch() -> tuple[list[tuple[int, int]], int, Any]:
+        squares = whoami.map([1, 2, 3]).result()
+        bad = fail_in_worker.submit(7).result(raise_on_failure=False)
+        return squares, nested.submit(1).result(), bad
+
+    squares, nested_result, bad = crunch()
+    assert [s for s, _ in squares] == [1, 4, 9]
+    assert os.getpid() not in {pid for _, pid in squares}
+    assert nested_result == 101
+    assert isinstance(bad, ArithmeticError) and "bad 7" in str(bad)
+    [run] = harness.flow_runs()
+    task_runs = harness.task_runs(run.id)
+    by_name: dict[str, list[str]] = {}
+    for t in task_runs:
+        by_name.setdefault(t.name, []).append(t.state.type.value)
+    assert by_name["whoami"] == ["COMPLETED"] * 3
+    assert by_name["fail_in_worker"] == ["FAILED"]
+    assert by_name["nested"] == ["COMPLETED"] and by_name["add"] == ["COMPLETED"]
+    lines = [line.message for line in harness.logs(run.id)]
+    assert sum("working on" in m for m in lines) == 3
