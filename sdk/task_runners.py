@@ -136,3 +136,88 @@ def _dispatch(run: SubmittedRun, processes: ProcessPoolExecutor) -> Any:
     )
     outcome = processes.submit(_process_worker.run, payload).result()
     return _process_worker.settle(run, outcome)
+
+
+class DaskTaskRunner(TaskRunner):
+    """Runs task runs on a Dask cluster (``pip install overcast[dask]``): for flows that outgrow one machine.
+
+    Each task run travels to a Dask worker as it would to a process-pool worker (cloudpickled
+    task and inputs, futures resolved here first), and its task runs and logs come back to be
+    reported through this process's client. With no address, a temporary local cluster is
+    started for the flow run and stopped after it.
+
+    Args:
+        address: the scheduler of an existing cluster (``tcp://host:8786``).
+        cluster_kwargs: for the temporary ``LocalCluster`` (e.g. ``n_workers``,
+            ``processes=False`` for threads in this process).
+        client_kwargs: for ``distributed.Client``.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        cluster_kwargs: dict[str, Any] | None = None,
+        client_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.address = address
+        self.cluster_kwargs = dict(cluster_kwargs or {})
+        self.client_kwargs = dict(client_kwargs or {})
+        self._cluster: Any = None
+        self._client: Any = None
+        self._dispatch: ThreadPoolExecutor | None = None
+
+    def duplicate(self) -> DaskTaskRunner:
+        """A fresh runner with the same settings."""
+        return DaskTaskRunner(self.address, self.cluster_kwargs, self.client_kwargs)
+
+    def __enter__(self) -> DaskTaskRunner:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as exc:
+            raise RuntimeError(
+                "DaskTaskRunner needs dask's distributed: pip install 'overcast[dask]'"
+            ) from exc
+        if self.address is None:
+            self._cluster = LocalCluster(**{"dashboard_address": None, **self.cluster_kwargs})
+            self._client = Client(self._cluster, **self.client_kwargs)
+        else:
+            self._client = Client(self.address, **self.client_kwargs)
+        self._dispatch = ThreadPoolExecutor(64, thread_name_prefix="overcast-dask-dispatch")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._dispatch is not None:
+            self._dispatch.shutdown(wait=True)
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._dispatch = self._client = self._cluster = None
+
+    def submit(self, run: SubmittedRun) -> Future[Any]:
+        """Send the task run to the cluster; return its future at once."""
+        if self._dispatch is None or self._client is None:
+            raise RuntimeError("the task runner is not started: submit inside a flow run")
+        client = self._client
+        return self._dispatch.submit(_dispatch_to_dask, run, client)
+
+    def __repr__(self) -> str:
+        return f"DaskTaskRunner(address={self.address!r})"
+
+
+def _payload(run: SubmittedRun) -> bytes:
+    import cloudpickle
+
+    args, kwargs = run.resolve_inputs()
+    ctx = run.flow_ctx
+    return bytes(
+        cloudpickle.dumps((run.task, run.record, args, kwargs, ctx.flow_run, ctx.parameters, ctx.log_prints))
+    )
+
+
+def _dispatch_to_dask(run: SubmittedRun, client: Any) -> Any:
+    from overcast import _process_worker
+
+    # pure=False: two runs of one task with equal inputs are two task runs, not one cached result
+    outcome = client.submit(_process_worker.run, _payload(run), pure=False).result()
+    return _process_worker.settle(run, outcome)

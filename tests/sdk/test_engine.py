@@ -497,3 +497,22 @@ def test_the_process_pool_runs_tasks_in_other_processes_and_reports_them(harness
     assert by_name["nested"] == ["COMPLETED"] and by_name["add"] == ["COMPLETED"]
     lines = [line.message for line in harness.logs(run.id)]
     assert sum("working on" in m for m in lines) == 3
+
+
+def test_the_dask_runner_runs_tasks_on_a_cluster_and_reports_them(harness: Harness) -> None:
+    pytest.importorskip("distributed")
+    from overcast.task_runners import DaskTaskRunner
+
+    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 1, "threads_per_worker": 2, "processes": False})
+
+    @flow(task_runner=runner)
+    def on_dask() -> tuple[list[int], Any]:
+        squares = [s for s, _ in whoami.map([2, 3]).result()]
+        return squares, fail_in_worker.submit(1).result(raise_on_failure=False)
+
+    squares, bad = on_dask()
+    assert squares == [4, 9] and isinstance(bad, ArithmeticError)
+    [run] = harness.flow_runs()
+    states = sorted((t.name, t.state.type.value) for t in harness.task_runs(run.id))
+    assert states == [("fail_in_worker", "FAILED"), ("whoami", "COMPLETED"), ("whoami", "COMPLETED")]
+    assert sum("working on" in line.message for line in harness.logs(run.id)) == 2
