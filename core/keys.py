@@ -98,17 +98,17 @@ def idempotency(flow_id: uuid.UUID, key: str) -> tuple[str, str]:
 # -- task runs ---------------------------------------------------------------------------------
 
 
-def task_run(task_run_id: uuid.UUID) -> tuple[str, str]:
+def task_run(task_run_id: uuid.UUID | str) -> tuple[str, str]:
     """The task run's item."""
     return f"TASKRUN#{task_run_id}", META
 
 
-def task_runs_of(flow_run_id: uuid.UUID | None, shard: int = 0) -> str:
+def task_runs_of(flow_run_id: uuid.UUID | str | None, shard: int = 0) -> str:
     """gsi2 partition listing the task runs of a flow run (or of no flow run)."""
     return f"RUNTASKS#{flow_run_id}" if flow_run_id else f"RUNTASKS#none#{shard}"
 
 
-def task_run_sort(created: datetime, task_run_id: uuid.UUID) -> str:
+def task_run_sort(created: datetime, task_run_id: uuid.UUID | str) -> str:
     """A task run's sort key within its flow run: creation time, then id."""
     return f"{ts(created)}#{task_run_id}"
 

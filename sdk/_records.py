@@ -62,7 +62,10 @@ class TaskRunRecord:
 
     def add(self, type_: str, name: str, message: str | None = None, data: Any = None) -> None:
         """Enter a state now."""
-        now = time.time()
+        if not self.states:
+            now = self.created  # the first state is entered as the run is created
+        else:
+            now = time.time()
         if self.states and now <= self.states[-1][2]:
             now = self.states[-1][2] + 1e-6  # two states in one microsecond keep their order
         self.states.append([type_, name, now, message, data, None])
@@ -94,39 +97,36 @@ class TaskRunRecord:
 
     def _state_json(self, index: int) -> dict[str, Any]:
         type_, name, ts, message, data, _ = self.states[index]
-        return {
-            "id": self.state_id(index),
-            "type": type_,
-            "name": name,
-            "timestamp": _iso(ts),
-            "message": message,
-            "data": data,
-            "details": {},
-        }
+        state = {"id": self.state_id(index), "type": type_, "name": name, "timestamp": _iso(ts)}
+        if message is not None:
+            state["message"] = message
+        if data is not None:
+            state["data"] = data
+        return state
 
     def document(self) -> dict[str, Any]:
         """The record as the control plane's task-run document (JSON-ready)."""
         states = [self._state_json(i) for i in range(len(self.states))]
         times = {entry[2]: state["timestamp"] for entry, state in zip(self.states, states, strict=True)}
-        return {
-            "task_run": {
-                "id": str(self.id),
-                "flow_run_id": str(self.flow_run_id) if self.flow_run_id else None,
-                "task_key": self.task_key,
-                "name": self.name,
-                "dynamic_key": self.dynamic_key,
-                "state": states[-1],
-                "run_count": self.run_count,
-                "tags": self.tags,
-                "cache_key": None,
-                "parameters": {},
-                "start_time": times[self.start_time] if self.start_time else None,
-                "end_time": times[self.end_time] if self.end_time else None,
-                "created": _iso(self.created),
-                "updated": states[-1]["timestamp"],
-            },
-            "states": states,
+        # Only what is set: defaults fill the rest, and every byte is encoded and stored per task.
+        task_run: dict[str, Any] = {
+            "id": str(self.id),
+            "flow_run_id": str(self.flow_run_id) if self.flow_run_id else None,
+            "task_key": self.task_key,
+            "name": self.name,
+            "dynamic_key": self.dynamic_key,
+            "state": states[-1],
+            "run_count": self.run_count,
+            "created": times.get(self.created) or _iso(self.created),
+            "updated": states[-1]["timestamp"],
         }
+        if self.tags:
+            task_run["tags"] = self.tags
+        if self.start_time:
+            task_run["start_time"] = times[self.start_time]
+        if self.end_time:
+            task_run["end_time"] = times[self.end_time]
+        return {"task_run": task_run, "states": states}
 
 
 def _state_model(entry: list[Any], state_id: str) -> State:

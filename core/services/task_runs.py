@@ -93,7 +93,7 @@ class TaskRuns:
 
     def get(self, task_run_id: uuid.UUID) -> TaskRun:
         """Return the task run. Raises ``NotFoundError`` when there is none."""
-        return TaskRun.model_validate(self._read(task_run_id)["task_run"])
+        return _task_run(self._read(task_run_id))
 
     def states(self, task_run_id: uuid.UUID) -> list[State]:
         """Return the task run's state history, oldest first. Raises ``NotFoundError`` for an unknown one."""
@@ -109,7 +109,7 @@ class TaskRuns:
             cursor=query.cursor,
             limit=query.limit,
         )
-        return Page[TaskRun](items=[TaskRun.model_validate(i["task_run"]) for i in items], next_cursor=cursor)
+        return Page[TaskRun](items=[_task_run(i) for i in items], next_cursor=cursor)
 
     def _read(self, task_run_id: uuid.UUID) -> Item:
         item = self._store.get(*keys.task_run(task_run_id))
@@ -146,6 +146,11 @@ def _order(state: dict[str, Any]) -> tuple[datetime, bool, str]:
 _TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 
 
+def _task_run(item: Item) -> TaskRun:
+    # The stored task run leaves out its state: it is the newest entry of the history.
+    return TaskRun.model_validate({**item["task_run"], "state": item["history"][-1]})
+
+
 def _states(document: Document) -> dict[str, dict[str, Any]]:
     incoming = document["task_run"]
     states = {s["id"]: s for s in document.get("states", ())}
@@ -168,11 +173,10 @@ def _merged(item: Item, document: Document, now: datetime) -> dict[str, Any] | N
     incoming = document["task_run"]
     states = _states(document)
     newest = max(states.values(), key=_order)
-    stamp = now.isoformat()
     current = item["task_run"]
     known = {s["id"] for s in item["history"]}
     added = [s for s in states.values() if s["id"] not in known]
-    newer = _order(newest) > _order(current["state"])
+    newer = _order(newest) > _order(item["history"][-1])
     if not newer and not added:
         return None
     history = sorted([*item["history"], *added], key=_order)[-MAX_HISTORY:]
@@ -180,12 +184,17 @@ def _merged(item: Item, document: Document, now: datetime) -> dict[str, Any] | N
     if newer:
         task_run = {
             **incoming,
-            "state": newest,
             "created": current["created"],
             "start_time": current.get("start_time") or incoming.get("start_time"),
             "run_count": max(current.get("run_count", 0), incoming.get("run_count", 0)),
         }
-    return {"task_run": {**task_run, "updated": stamp}, "history": history}
+    return {"task_run": _without_state(task_run, now), "history": history}
+
+
+def _without_state(task_run: dict[str, Any], now: datetime) -> dict[str, Any]:
+    stored = {k: v for k, v in task_run.items() if k != "state"}
+    stored["updated"] = now.isoformat()
+    return stored
 
 
 def _item(stored: dict[str, Any]) -> Item:
