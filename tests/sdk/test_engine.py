@@ -516,3 +516,20 @@ def test_the_dask_runner_runs_tasks_on_a_cluster_and_reports_them(harness: Harne
     states = sorted((t.name, t.state.type.value) for t in harness.task_runs(run.id))
     assert states == [("fail_in_worker", "FAILED"), ("whoami", "COMPLETED"), ("whoami", "COMPLETED")]
     assert sum("working on" in line.message for line in harness.logs(run.id)) == 2
+
+
+def test_a_task_may_call_and_submit_tasks(harness: Harness) -> None:
+    @task
+    def fan_out(n: int) -> int:
+        direct = add(0)  # a nested call, on this task's thread
+        submitted = [add.submit(i) for i in range(n)]  # nested submits, on the flow's runner
+        return direct + sum(f.result() for f in submitted)
+
+    @flow
+    def pipeline() -> int:
+        return fan_out.submit(3).result()
+
+    assert pipeline() == 1 + (1 + 2 + 3)
+    [run] = harness.flow_runs()
+    names = sorted(t.name for t in harness.task_runs(run.id))
+    assert names == ["add", "add", "add", "add", "fan_out"]
