@@ -35,19 +35,33 @@ def prepare(
     """Create the task run's record and resolve its inputs (futures become their results)."""
     flow_ctx = flow_run_context.get()
     runtime = flow_ctx.runtime if flow_ctx is not None else get_runtime()
+    record = _new_record(task, flow_ctx)
+    args, kwargs = _resolve_inputs(record, runtime, args, kwargs, wait_for)
+    return record, runtime, flow_ctx, args, kwargs
+
+
+def _new_record(task: Task[..., Any], flow_ctx: FlowRunContext | None) -> TaskRunRecord:
+    """A Pending record for a new run of ``task`` (in the flow run of ``flow_ctx``, if any)."""
     if flow_ctx is not None:
         flow_run_id, dynamic_key = flow_ctx.flow_run.id, flow_ctx.next_dynamic_key(task.task_key)
     else:
         flow_run_id, dynamic_key = None, "0"
     record = TaskRunRecord(task.task_key, task.name, flow_run_id, dynamic_key, task.tags)
     record.add("PENDING", "Pending")
+    return record
+
+
+def _resolve_inputs(
+    record: TaskRunRecord, runtime: Runtime, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Wait for upstream runs and replace futures in the arguments by their results."""
     if wait_for:
         _wait_upstream(record, runtime, wait_for)
     if args and any(contains_future(a) for a in args):
         args = tuple(resolve(a) for a in args)
     if kwargs and any(contains_future(v) for v in kwargs.values()):
         kwargs = {k: resolve(v) for k, v in kwargs.items()}
-    return record, runtime, flow_ctx, args, kwargs
+    return args, kwargs
 
 
 def _wait_upstream(record: TaskRunRecord, runtime: Runtime, wait_for: Any) -> None:
@@ -224,14 +238,7 @@ class SubmittedRun:
 
     def resolve_inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Wait for upstream runs and replace futures by results (on the runner's thread)."""
-        args, kwargs = self.args, self.kwargs
-        if self.wait_for:
-            _wait_upstream(self.record, self.runtime, self.wait_for)
-        if args and any(contains_future(x) for x in args):
-            args = tuple(resolve(x) for x in args)
-        if kwargs and any(contains_future(v) for v in kwargs.values()):
-            kwargs = {key: resolve(v) for key, v in kwargs.items()}
-        return args, kwargs
+        return _resolve_inputs(self.record, self.runtime, self.args, self.kwargs, self.wait_for)
 
     def run_here(self) -> Any:
         """Resolve the inputs and run the task on this thread."""
@@ -249,10 +256,7 @@ def submit(
             f"{task.name}.submit() needs a flow run: call it inside a @flow, or call the task directly"
         )
     # The record exists before the future is returned (its id is the future's id).
-    record = TaskRunRecord(
-        task.task_key, task.name, flow_ctx.flow_run.id, flow_ctx.next_dynamic_key(task.task_key), task.tags
-    )
-    record.add("PENDING", "Pending")
+    record = _new_record(task, flow_ctx)
     run = SubmittedRun(task, record, args, kwargs, wait_for, flow_ctx)
     return OvercastFuture(record, flow_ctx.task_runner.submit(run))
 

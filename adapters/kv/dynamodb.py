@@ -12,9 +12,9 @@ Vendor errors are translated in ``_translate``; throttling is retried with ``Bac
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from overcast.adapters._aws import client_from_url, error_code, is_throttle
 from overcast.adapters._retry import DEFAULT_BACKOFF, Backoff
@@ -32,7 +32,6 @@ from overcast.core.errors import (
 from overcast.core.ports import INDEXES, MAX_ITEM_BYTES
 from overcast.core.settings import BackendURL
 
-T = TypeVar("T")
 _BATCH = 25  # BatchWriteItem's limit
 _INDEX_ATTRS = ("gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk")
 _TXN_THROTTLES = {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
@@ -436,11 +435,3 @@ def _from_ddb(item: dict[str, Any]) -> Record:
 
 def _snake(operation: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in operation).lstrip("_")
-
-
-def iter_items(store: DynamoDBKeyValueStore) -> Iterator[Record]:
-    """Yield every record of the table (a Scan; for tooling and tests, never the hot path)."""
-    paginator = store.client.get_paginator("scan")
-    for page in paginator.paginate(TableName=store.table, ConsistentRead=True):
-        for item in page.get("Items", []):
-            yield _from_ddb(item)
