@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from datetime import datetime
+from datetime import UTC, datetime
 
 from overcast.core.states import StateType
 
@@ -42,6 +42,37 @@ def ts(moment: datetime) -> str:
     # Formatted by hand: strftime's %Y does not pad years below 1000, which would break the order.
     m = moment
     return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
+
+
+_second: tuple[int, str] = (-1, "")  # the last second ts_us formatted, and its text (one tuple: atomic)
+
+
+def ts_us(epoch_us: int) -> str:
+    """``ts()`` of a moment given as integer microseconds since the epoch, in about 0.3 µs.
+
+    The engine stamps every task-run state this way; the text of the second is formatted once
+    per second of states.
+    """
+    global _second  # noqa: PLW0603 - a one-entry cache
+    second, micro = divmod(epoch_us, 1_000_000)
+    cached = _second
+    if cached[0] != second:
+        m = datetime.fromtimestamp(second, UTC)
+        cached = _second = (
+            second,
+            f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}",
+        )
+    return f"{cached[1]}.{micro:06d}Z"
+
+
+def ts_text(iso: str) -> str:
+    """``ts()`` of an ISO 8601 timestamp given as text; text already in ``ts()``'s form passes as is."""
+    if len(iso) == 27 and iso[-1] == "Z" and iso[19] == ".":
+        return iso
+    moment = datetime.fromisoformat(iso)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return ts(moment.astimezone(UTC))
 
 
 def shard_of(value: str | uuid.UUID, shards: int = SHARDS) -> int:
@@ -108,9 +139,9 @@ def task_runs_of(flow_run_id: uuid.UUID | str | None, shard: int = 0) -> str:
     return f"RUNTASKS#{flow_run_id}" if flow_run_id else f"RUNTASKS#none#{shard}"
 
 
-def task_run_sort(created: datetime, task_run_id: uuid.UUID | str) -> str:
-    """A task run's sort key within its flow run: creation time, then id."""
-    return f"{ts(created)}#{task_run_id}"
+def task_run_sort(created: datetime | str, task_run_id: uuid.UUID | str) -> str:
+    """A task run's sort key within its flow run: creation time (a datetime, or ISO text), then id."""
+    return f"{ts_text(created) if isinstance(created, str) else ts(created)}#{task_run_id}"
 
 
 # -- logs --------------------------------------------------------------------------------------

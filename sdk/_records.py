@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from overcast._ids import new_id
+from overcast.core.keys import ts_us
 from overcast.core.states import State, StateType
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat()
+def _now_us() -> int:
+    return time.time_ns() // 1000
 
 
 class TaskRunRecord:
@@ -27,11 +28,13 @@ class TaskRunRecord:
 
     Attributes:
         id: the task run's id.
-        states: entries ``[type, name, epoch seconds, message, data, state id or None]``, oldest
-            first; timestamps strictly increase, so the order survives the trip to the server.
+        states: entries ``[type, name, epoch microseconds, message, data, state id or None]``,
+            oldest first; timestamps strictly increase, so the order survives the trip to the
+            server.
     """
 
     __slots__ = (
+        "_text",
         "created",
         "dynamic_key",
         "end_time",
@@ -49,6 +52,7 @@ class TaskRunRecord:
         self, task_key: str, name: str, flow_run_id: uuid.UUID | None, dynamic_key: str, tags: list[str]
     ) -> None:
         self.id = new_id()
+        self._text: str | None = None
         self.task_key = task_key
         self.name = name
         self.flow_run_id = flow_run_id
@@ -56,19 +60,20 @@ class TaskRunRecord:
         self.tags = tags
         self.states: list[list[Any]] = []
         self.run_count = 0
-        self.created = time.time()
-        self.start_time: float | None = None
-        self.end_time: float | None = None
+        self.created = _now_us()
+        self.start_time: int | None = None
+        self.end_time: int | None = None
 
     def add(self, type_: str, name: str, message: str | None = None, data: Any = None) -> None:
         """Enter a state now."""
-        if not self.states:
+        states = self.states
+        if not states:
             now = self.created  # the first state is entered as the run is created
         else:
-            now = time.time()
-        if self.states and now <= self.states[-1][2]:
-            now = self.states[-1][2] + 1e-6  # two states in one microsecond keep their order
-        self.states.append([type_, name, now, message, data, None])
+            now = _now_us()
+            if now <= states[-1][2]:
+                now = states[-1][2] + 1  # two states in one microsecond keep their order
+        states.append([type_, name, now, message, data, None])
         if type_ == "RUNNING":
             if self.start_time is None:
                 self.start_time = now
@@ -84,20 +89,28 @@ class TaskRunRecord:
         """The latest state as a ``State`` model (built on demand: hooks, ``return_state``)."""
         return _state_model(self.states[-1], self.state_id(len(self.states) - 1))
 
-    def state_id(self, index: int) -> str:
-        """The id of state ``index``: the run's id with its low bits set to the position.
+    @property
+    def text(self) -> str:
+        """The id as text (made once)."""
+        if self._text is None:
+            self._text = str(self.id)
+        return self._text
 
-        Stable (a resent document repeats it), unique within the run, and far cheaper than a
-        random UUID per state on the hot path.
+    def state_id(self, index: int) -> str:
+        """The id of state ``index``: the run's id with its low 16 bits xored with the position.
+
+        Stable (a resent document repeats it), unique within the run (up to 65,535 states),
+        and far cheaper than a random UUID per state on the hot path.
         """
         entry = self.states[index]
         if entry[5] is None:
-            entry[5] = str(uuid.UUID(int=self.id.int ^ (index + 1)))
+            low = self.id.int & 0xFFFF
+            entry[5] = f"{self.text[:-4]}{low ^ ((index + 1) & 0xFFFF):04x}"
         return str(entry[5])
 
     def _state_json(self, index: int) -> dict[str, Any]:
-        type_, name, ts, message, data, _ = self.states[index]
-        state = {"id": self.state_id(index), "type": type_, "name": name, "timestamp": _iso(ts)}
+        type_, name, us, message, data, _ = self.states[index]
+        state = {"id": self.state_id(index), "type": type_, "name": name, "timestamp": ts_us(us)}
         if message is not None:
             state["message"] = message
         if data is not None:
@@ -107,35 +120,41 @@ class TaskRunRecord:
     def document(self) -> dict[str, Any]:
         """The record as the control plane's task-run document (JSON-ready)."""
         states = [self._state_json(i) for i in range(len(self.states))]
-        times = {entry[2]: state["timestamp"] for entry, state in zip(self.states, states, strict=True)}
+        latest = states[-1]
         # Only what is set: defaults fill the rest, and every byte is encoded and stored per task.
         task_run: dict[str, Any] = {
-            "id": str(self.id),
-            "flow_run_id": str(self.flow_run_id) if self.flow_run_id else None,
+            "id": self.text,
             "task_key": self.task_key,
             "name": self.name,
             "dynamic_key": self.dynamic_key,
-            "state": states[-1],
+            "state": latest,
             "run_count": self.run_count,
-            "created": times.get(self.created) or _iso(self.created),
-            "updated": states[-1]["timestamp"],
+            "created": states[0]["timestamp"] if self.states[0][2] == self.created else ts_us(self.created),
+            "updated": latest["timestamp"],
         }
+        if self.flow_run_id is not None:
+            task_run["flow_run_id"] = str(self.flow_run_id)
         if self.tags:
             task_run["tags"] = self.tags
-        if self.start_time:
-            task_run["start_time"] = times[self.start_time]
-        if self.end_time:
-            task_run["end_time"] = times[self.end_time]
+        if self.start_time is not None:
+            task_run["start_time"] = ts_us(self.start_time)
+        if self.end_time is not None:
+            task_run["end_time"] = (
+                latest["timestamp"] if self.end_time == self.states[-1][2] else ts_us(self.end_time)
+            )
         return {"task_run": task_run, "states": states}
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _state_model(entry: list[Any], state_id: str) -> State:
-    type_, name, ts, message, data, _ = entry
+    type_, name, us, message, data, _ = entry
     return State(
         id=uuid.UUID(state_id),
         type=StateType(type_),
         name=name,
-        timestamp=datetime.fromtimestamp(ts, UTC),
+        timestamp=_EPOCH + timedelta(microseconds=us),
         message=message,
         data=data,
     )

@@ -8,13 +8,23 @@ deployed API. The engine and its tests only see ``Client``.
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
 from overcast.core.models import FlowRun, LogLine, TaskRun
 from overcast.core.schemas import FlowRunCreate, FlowRunFilter, OrchestrationResult, Page, TaskRunFilter
 from overcast.core.services import ControlPlane
 from overcast.core.states import State
+
+logger = logging.getLogger("overcast.client")
+
+
+def warn_rejected(rejected: Iterable[tuple[str, str | None]]) -> None:
+    """Log task runs the control plane refused to record (``(id, reason)`` pairs), if any."""
+    for task_run_id, reason in rejected:
+        logger.warning("the control plane did not record task run %s: %s", task_run_id, reason)
 
 
 @runtime_checkable
@@ -89,8 +99,9 @@ class DirectClient:
         return self.plane.flow_runs.set_state(run_id, state, force=force)
 
     def report_task_runs(self, documents: list[dict[str, Any]]) -> None:
-        """Upsert task-run documents."""
-        self.plane.task_runs.upsert_documents(documents)
+        """Upsert task-run documents; log the ones refused."""
+        outcomes = self.plane.task_runs.write_documents(documents)
+        warn_rejected((o.id, o.reason) for o in outcomes if o.status == "rejected")
 
     def write_logs(self, lines: list[dict[str, Any]]) -> None:
         """Store log lines."""

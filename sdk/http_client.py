@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx2
 
+from overcast.client import warn_rejected
 from overcast.core.errors import (
     BackendError,
     ConditionFailedError,
@@ -72,9 +73,12 @@ class HttpClient:
         return OrchestrationResult.model_validate(self._call("POST", f"/flow_runs/{run_id}/set_state", body))
 
     def report_task_runs(self, documents: list[dict[str, Any]]) -> None:
-        """Upsert task-run documents, in batches of the API's size."""
+        """Upsert task-run documents, in batches of the API's size; log the ones refused."""
         for start in range(0, len(documents), TASK_RUN_BATCH):
-            self._call("POST", "/task_runs/batch", {"updates": documents[start : start + TASK_RUN_BATCH]})
+            outcomes = self._call(
+                "POST", "/task_runs/batch", {"updates": documents[start : start + TASK_RUN_BATCH]}
+            )
+            warn_rejected((o["id"], o.get("reason")) for o in outcomes if o["status"] == "rejected")
 
     def write_logs(self, lines: list[dict[str, Any]]) -> None:
         """Store log lines, in batches of the API's size."""

@@ -14,6 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from overcast.adapters.kv._codec import Record, check_key, to_item, to_record
 from overcast.core.errors import InvalidValueError
@@ -41,7 +42,9 @@ class Condition:
 
     @classmethod
     def of(cls, if_absent: bool, if_version: int | None) -> Condition:
-        if if_absent and if_version is not None:
+        if if_version is None:  # the common conditions, made once
+            return _IF_ABSENT if if_absent else _ALWAYS
+        if if_absent:
             raise InvalidValueError("give if_absent or if_version, not both")
         if if_version is not None and (isinstance(if_version, bool) or not isinstance(if_version, int)):
             raise InvalidValueError(f"if_version must be an int, not {if_version!r}")
@@ -119,8 +122,11 @@ class QuerySpec:
         return (self.low is None or sk >= self.low) and (self.high is None or sk <= self.high)
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedOp:
+_IF_ABSENT = Condition(absent=True)
+_ALWAYS = Condition()
+
+
+class EncodedOp(NamedTuple):
     """A transaction operation with its record encoded and its condition resolved."""
 
     kind: str  # "put" | "delete" | "check"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from overcast.core import keys
 from overcast.core.errors import ConditionFailedError, NotFoundError, TransactionConflictError
@@ -36,6 +36,14 @@ Document = dict[str, Any]
 """``{"task_run": <TaskRun as JSON>, "states": [<State as JSON>, ...]}``."""
 
 
+class Outcome(NamedTuple):
+    """What became of one task-run document: ``TaskRunUpsert``'s fields, unvalidated."""
+
+    id: str
+    status: Literal["applied", "ignored", "rejected"]
+    reason: str | None = None
+
+
 class TaskRuns:
     """Upserts, reads and lists task runs.
 
@@ -50,17 +58,27 @@ class TaskRuns:
 
     def upsert(self, updates: Iterable[TaskRunUpdate]) -> list[TaskRunUpsert]:
         """Apply validated updates (see ``upsert_documents``)."""
-        return self.upsert_documents([u.model_dump(mode="json") for u in updates])
+        # Unset fields are left out (their defaults fill them in on reading): fewer bytes stored.
+        return self.upsert_documents([u.model_dump(mode="json", exclude_none=True) for u in updates])
 
     def upsert_documents(self, documents: list[Document]) -> list[TaskRunUpsert]:
+        """Apply a batch of task-run documents (see ``write_documents``); return what became of each."""
+        return [
+            TaskRunUpsert(id=outcome.id, status=outcome.status, reason=outcome.reason)  # type: ignore[arg-type]
+            for outcome in self.write_documents(documents)
+        ]
+
+    def write_documents(self, documents: list[Document]) -> list[Outcome]:
         """Apply a batch of task-run documents; return what became of each, in order.
 
         A document whose flow run does not exist is ``rejected``; the others are unaffected.
-        Documents must be well formed (the API validates them; the engine builds them).
+        Documents must be well formed (the API validates them; the engine builds them). The
+        outcomes are plain tuples, so an in-process caller pays nothing for what it ignores.
         """
-        results: dict[int, TaskRunUpsert] = {}
+        results: dict[int, Outcome] = {}
         known_runs: dict[str, bool] = {}
         fresh: list[tuple[int, Item]] = []
+        updated = keys.ts(self._clock())
         for position, document in enumerate(documents):
             task_run = document["task_run"]
             flow_run_id = task_run.get("flow_run_id")
@@ -71,9 +89,9 @@ class TaskRuns:
                     )
                 if not known_runs[flow_run_id]:
                     reason = f"flow run {flow_run_id} does not exist"
-                    results[position] = TaskRunUpsert(id=task_run["id"], status="rejected", reason=reason)
+                    results[position] = Outcome(task_run["id"], "rejected", reason)
                     continue
-            fresh.append((position, _item(_new(document, self._clock()))))
+            fresh.append((position, _item(_new(document, updated))))
         # Try every task run as new, a transaction at a time; one that exists fails its
         # transaction, whose members then go one by one through the compare-and-merge path.
         for start in range(0, len(fresh), MAX_TRANSACTION_ITEMS):
@@ -88,7 +106,7 @@ class TaskRuns:
                     results[position] = self._upsert_one(documents[position])
                 continue
             for position, item in chunk:
-                results[position] = TaskRunUpsert(id=item["task_run"]["id"], status="applied")
+                results[position] = Outcome(item["task_run"]["id"], "applied")
         return [results[position] for position in range(len(documents))]
 
     def get(self, task_run_id: uuid.UUID) -> TaskRun:
@@ -117,24 +135,23 @@ class TaskRuns:
             raise NotFoundError("task run", str(task_run_id))
         return item
 
-    def _upsert_one(self, document: Document) -> TaskRunUpsert:
+    def _upsert_one(self, document: Document) -> Outcome:
         task_run_id = document["task_run"]["id"]
         for _ in range(MAX_ATTEMPTS):
-            item = self._store.get(*keys.task_run(uuid.UUID(task_run_id)))
+            item = self._store.get(*keys.task_run(task_run_id))
+            updated = keys.ts(self._clock())
             try:
                 if item is None:
-                    self._store.put(_item(_new(document, self._clock())), if_absent=True)
-                    return TaskRunUpsert(id=task_run_id, status="applied")
-                merged = _merged(item, document, self._clock())
+                    self._store.put(_item(_new(document, updated)), if_absent=True)
+                    return Outcome(task_run_id, "applied")
+                merged = _merged(item, document, updated)
                 if merged is None:
-                    return TaskRunUpsert(
-                        id=task_run_id, status="ignored", reason="not newer than the stored state"
-                    )
+                    return Outcome(task_run_id, "ignored", "not newer than the stored state")
                 self._store.put(_item(merged), if_version=int(item["v"]))
-                return TaskRunUpsert(id=task_run_id, status="applied")
+                return Outcome(task_run_id, "applied")
             except ConditionFailedError:
                 continue  # another batch wrote it first: compare again
-        return TaskRunUpsert(id=task_run_id, status="rejected", reason="the task run kept changing; retry")
+        return Outcome(task_run_id, "rejected", "the task run kept changing; retry")
 
 
 def _order(state: dict[str, Any]) -> tuple[datetime, bool, str]:
@@ -158,17 +175,35 @@ def _states(document: Document) -> dict[str, dict[str, Any]]:
     return states
 
 
-def _new(document: Document, now: datetime) -> dict[str, Any]:
+def _in_order(states: list[dict[str, Any]], latest: dict[str, Any]) -> bool:
+    """Say whether ``states`` is already the history: ending in ``latest``, timestamps rising.
+
+    Only timestamps in ``keys.ts()``'s form are compared as text (what the engine sends); any
+    other form says no, and the caller sorts.
+    """
+    if not states or states[-1]["id"] != latest["id"]:
+        return False
+    previous = ""
+    for state in states:
+        stamp = state["timestamp"]
+        if len(stamp) != 27 or stamp[-1] != "Z" or stamp <= previous:
+            return False
+        previous = stamp
+    return True
+
+
+def _new(document: Document, updated: str) -> dict[str, Any]:
     """The stored form of a task run seen for the first time."""
-    states = _states(document)
-    history = sorted(states.values(), key=_order)[-MAX_HISTORY:]
-    return {
-        "task_run": {**document["task_run"], "state": history[-1], "updated": now.isoformat()},
-        "history": history,
-    }
+    task_run = document["task_run"]
+    states = document.get("states") or []
+    if _in_order(states, task_run["state"]):
+        history = states[-MAX_HISTORY:]
+    else:
+        history = sorted(_states(document).values(), key=_order)[-MAX_HISTORY:]
+    return {"task_run": _without_state(task_run, updated), "history": history}
 
 
-def _merged(item: Item, document: Document, now: datetime) -> dict[str, Any] | None:
+def _merged(item: Item, document: Document, updated: str) -> dict[str, Any] | None:
     """The stored form after applying ``document`` to ``item``; ``None`` when nothing changes."""
     incoming = document["task_run"]
     states = _states(document)
@@ -188,27 +223,24 @@ def _merged(item: Item, document: Document, now: datetime) -> dict[str, Any] | N
             "start_time": current.get("start_time") or incoming.get("start_time"),
             "run_count": max(current.get("run_count", 0), incoming.get("run_count", 0)),
         }
-    return {"task_run": _without_state(task_run, now), "history": history}
+    return {"task_run": _without_state(task_run, updated), "history": history}
 
 
-def _without_state(task_run: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _without_state(task_run: dict[str, Any], updated: str) -> dict[str, Any]:
+    # The stored task run leaves out its state: it is the newest entry of the history.
     stored = {k: v for k, v in task_run.items() if k != "state"}
-    stored["updated"] = now.isoformat()
+    stored["updated"] = updated
     return stored
 
 
 def _item(stored: dict[str, Any]) -> Item:
     task_run = stored["task_run"]
-    task_run_id = uuid.UUID(task_run["id"])
-    flow_run_id = task_run.get("flow_run_id")
-    created = datetime.fromisoformat(task_run["created"])
+    task_run_id = task_run["id"]
     pk, sk = keys.task_run(task_run_id)
     return {
         "pk": pk,
         "sk": sk,
-        "gsi2pk": keys.task_runs_of(
-            uuid.UUID(flow_run_id) if flow_run_id else None, keys.shard_of(task_run_id)
-        ),
-        "gsi2sk": keys.task_run_sort(created, task_run_id),
+        "gsi2pk": keys.task_runs_of(task_run.get("flow_run_id"), keys.shard_of(task_run_id)),
+        "gsi2sk": keys.task_run_sort(task_run["created"], task_run_id),
         **stored,
     }
