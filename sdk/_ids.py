@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import time
-import uuid
 
 _random = random.Random(os.urandom(32))  # noqa: S311 - ids, not secrets; private, so random.seed() cannot touch it
 _RAND_A_SHIFT = 64  # 12 random bits after the version nibble
@@ -31,9 +30,14 @@ def _reseed() -> None:
 os.register_at_fork(after_in_child=_reseed)
 
 
-def new_id() -> uuid.UUID:
-    """A fresh time-ordered (version 7) UUID."""
+def new_id_int() -> int:
+    """A fresh time-ordered (version 7) UUID, as its 128-bit integer."""
     millis = time.time_ns() // 1_000_000
     rand = _random.getrandbits(74)
-    value = (millis << 80) | _VERSION_BITS | ((rand >> 62) << _RAND_A_SHIFT) | (rand & ((1 << 62) - 1))
-    return uuid.UUID(int=value)
+    return (millis << 80) | _VERSION_BITS | ((rand >> 62) << _RAND_A_SHIFT) | (rand & ((1 << 62) - 1))
+
+
+def id_text(value: int) -> str:
+    """A UUID's canonical text from its integer, without building the ``UUID``."""
+    hex_ = f"{value:032x}"
+    return f"{hex_[:8]}-{hex_[8:12]}-{hex_[12:16]}-{hex_[16:20]}-{hex_[20:]}"

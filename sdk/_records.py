@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from overcast._ids import new_id
+from overcast._ids import id_text, new_id_int
 from overcast.core.keys import ts_us
 from overcast.core.states import State, StateType
 
@@ -34,13 +34,15 @@ class TaskRunRecord:
     """
 
     __slots__ = (
+        "_id",
+        "_int",
         "_text",
         "created",
         "dynamic_key",
         "end_time",
         "flow_run_id",
-        "id",
         "name",
+        "queued",
         "run_count",
         "start_time",
         "states",
@@ -51,8 +53,10 @@ class TaskRunRecord:
     def __init__(
         self, task_key: str, name: str, flow_run_id: uuid.UUID | None, dynamic_key: str, tags: list[str]
     ) -> None:
-        self.id = new_id()
+        self._int = new_id_int()
+        self._id: uuid.UUID | None = None
         self._text: str | None = None
+        self.queued = False  # in the reporter's buffer, waiting to be sent (see Reporter.task_run)
         self.task_key = task_key
         self.name = name
         self.flow_run_id = flow_run_id
@@ -90,10 +94,17 @@ class TaskRunRecord:
         return _state_model(self.states[-1], self.state_id(len(self.states) - 1))
 
     @property
+    def id(self) -> uuid.UUID:
+        """The task run's id (built on first use: the hot path needs only its text)."""
+        if self._id is None:
+            self._id = uuid.UUID(int=self._int)
+        return self._id
+
+    @property
     def text(self) -> str:
         """The id as text (made once)."""
         if self._text is None:
-            self._text = str(self.id)
+            self._text = id_text(self._int)
         return self._text
 
     def state_id(self, index: int) -> str:
@@ -104,22 +115,31 @@ class TaskRunRecord:
         """
         entry = self.states[index]
         if entry[5] is None:
-            low = self.id.int & 0xFFFF
-            entry[5] = f"{self.text[:-4]}{low ^ ((index + 1) & 0xFFFF):04x}"
+            entry[5] = f"{self.text[:-4]}{(self._int & 0xFFFF) ^ ((index + 1) & 0xFFFF):04x}"
         return str(entry[5])
-
-    def _state_json(self, index: int) -> dict[str, Any]:
-        type_, name, us, message, data, _ = self.states[index]
-        state = {"id": self.state_id(index), "type": type_, "name": name, "timestamp": ts_us(us)}
-        if message is not None:
-            state["message"] = message
-        if data is not None:
-            state["data"] = data
-        return state
 
     def document(self) -> dict[str, Any]:
         """The record as the control plane's task-run document (JSON-ready)."""
-        states = [self._state_json(i) for i in range(len(self.states))]
+        # The reporter's hot path: one pass, each timestamp formatted once.
+        prefix, low = self.text[:-4], self._int & 0xFFFF
+        start, end = self.start_time, self.end_time
+        start_text = end_text = None
+        states = []
+        for index, entry in enumerate(self.states):
+            type_, name, us, message, data, state_id = entry
+            if state_id is None:
+                state_id = entry[5] = f"{prefix}{low ^ ((index + 1) & 0xFFFF):04x}"
+            stamp = ts_us(us)
+            state = {"id": state_id, "type": type_, "name": name, "timestamp": stamp}
+            if message is not None:
+                state["message"] = message
+            if data is not None:
+                state["data"] = data
+            states.append(state)
+            if us == start:
+                start_text = stamp
+            if us == end:
+                end_text = stamp
         latest = states[-1]
         # Only what is set: defaults fill the rest, and every byte is encoded and stored per task.
         task_run: dict[str, Any] = {
@@ -133,16 +153,26 @@ class TaskRunRecord:
             "updated": latest["timestamp"],
         }
         if self.flow_run_id is not None:
-            task_run["flow_run_id"] = str(self.flow_run_id)
+            task_run["flow_run_id"] = _text_of(self.flow_run_id)
         if self.tags:
             task_run["tags"] = self.tags
-        if self.start_time is not None:
-            task_run["start_time"] = ts_us(self.start_time)
-        if self.end_time is not None:
-            task_run["end_time"] = (
-                latest["timestamp"] if self.end_time == self.states[-1][2] else ts_us(self.end_time)
-            )
+        if start is not None:
+            task_run["start_time"] = start_text or ts_us(start)
+        if end is not None:
+            task_run["end_time"] = end_text or ts_us(end)
         return {"task_run": task_run, "states": states}
+
+
+_last_text: tuple[uuid.UUID | None, str] = (None, "")
+
+
+def _text_of(run_id: uuid.UUID) -> str:
+    """``str(run_id)``, remembered for the last id: a flow run's task runs all name it."""
+    global _last_text  # noqa: PLW0603 - a one-entry cache (one tuple: atomic)
+    cached = _last_text
+    if cached[0] is not run_id:
+        cached = _last_text = (run_id, str(run_id))
+    return cached[1]
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -32,7 +32,15 @@ class Reporter:
         )
 
     def task_run(self, record: TaskRunRecord) -> None:
-        """Report ``record`` as it stands now (and as it will stand when the batch is sent)."""
+        """Report ``record`` as it stands now (and as it will stand when the batch is sent).
+
+        A record already waiting in the buffer is not queued again: the sink clears its
+        ``queued`` flag before it reads the record, so a state added before that clear is sent
+        with it, and one added after finds the flag clear and queues the record anew.
+        """
+        if record.queued:
+            return
+        record.queued = True
         self._buffer.put(record)
 
     def log(self, line: dict[str, Any]) -> None:
@@ -55,7 +63,10 @@ class Reporter:
         records: dict[Any, TaskRunRecord | _Prebuilt] = {}
         lines = []
         for item in batch:
-            if isinstance(item, TaskRunRecord | _Prebuilt):
+            if type(item) is TaskRunRecord:
+                item.queued = False  # before its document is built: see task_run()
+                records[item] = item
+            elif type(item) is _Prebuilt:
                 records[item.id] = item
             else:
                 lines.append(item)

@@ -277,11 +277,14 @@ def run_prepared(
         while True:
             attempt.start()
             try:
-                with time_limit(task.timeout_seconds, f"task run {record.name!r}"):
-                    if task.is_async:  # an async task submitted to a thread runs in its own loop there
-                        result = asyncio.run(task.fn(*args, **kwargs))
-                    else:
-                        result = task.fn(*args, **kwargs)
+                if task.timeout_seconds is None and not task.is_async:
+                    result = task.fn(*args, **kwargs)  # the common case, without a context manager
+                else:
+                    with time_limit(task.timeout_seconds, f"task run {record.name!r}"):
+                        if task.is_async:  # an async task submitted to a thread runs in its own loop there
+                            result = asyncio.run(task.fn(*args, **kwargs))
+                        else:
+                            result = task.fn(*args, **kwargs)
             except BaseException as exc:
                 delay = attempt.failed(exc)
                 if delay is None:

@@ -3,8 +3,9 @@ asyncio tasks each see their own)."""
 
 from __future__ import annotations
 
-import threading
+import itertools
 import uuid
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,15 +44,14 @@ class FlowRunContext:
     runtime: Runtime
     task_runner: TaskRunner
     log_prints: bool = False
-    _dynamic_keys: dict[str, int] = field(default_factory=dict)
-    _keys_lock: threading.Lock = field(default_factory=threading.Lock)
+    _dynamic_keys: dict[str, Iterator[int]] = field(default_factory=dict)
 
     def next_dynamic_key(self, task_key: str) -> str:
-        """The next call number of ``task_key`` in this run ("0", "1", …)."""
-        with self._keys_lock:
-            n = self._dynamic_keys.get(task_key, 0)
-            self._dynamic_keys[task_key] = n + 1
-        return str(n)
+        """The next call number of ``task_key`` in this run ("0", "1", …); safe from any thread."""
+        counter = self._dynamic_keys.get(task_key)
+        if counter is None:  # setdefault is atomic: racing first calls share one counter
+            counter = self._dynamic_keys.setdefault(task_key, itertools.count())
+        return str(next(counter))  # a C iterator: one call is atomic under the GIL
 
 
 @dataclass(slots=True)

@@ -27,6 +27,8 @@ _TAG = "__overcast__"
 _ESCAPE = "~"  # appended to user keys that begin with the tag, so they never read as a tag
 MAX_PK_BYTES = 2048
 MAX_SK_BYTES = 1024
+_SHORT_PK = MAX_PK_BYTES // 4
+_SHORT_SK = MAX_SK_BYTES // 4
 _OVERHEAD_BYTES = 128  # above Record.size()'s attribute names and fixed costs
 
 
@@ -91,7 +93,9 @@ def to_record(item: Item, v: int = 0) -> Record:
     if not isinstance(item, dict):
         raise InvalidValueError(f"an item must be a dict, not {type(item).__name__}")
     pk, sk = item.get("pk"), item.get("sk")
-    check_key(pk, sk)
+    # Short string keys (nearly all) pass without a call: 4 bytes a character at most in UTF-8.
+    if not (type(pk) is str and type(sk) is str and 0 < len(pk) <= _SHORT_PK and 0 < len(sk) <= _SHORT_SK):
+        check_key(pk, sk)
     assert isinstance(pk, str) and isinstance(sk, str)
     ttl = item.get("ttl")
     if ttl is not None:
@@ -103,15 +107,8 @@ def to_record(item: Item, v: int = 0) -> Record:
         a, b = item.get(ipk), item.get(isk)
         if a is None and b is None:
             continue
-        if a is None or b is None:
-            raise InvalidValueError(
-                f"item ({pk!r}, {sk!r}) must have both {ipk} and {isk} for {index}, or neither"
-            )
-        for name, value in ((ipk, a), (isk, b)):
-            if not isinstance(value, str) or not value:
-                raise InvalidValueError(
-                    f"{name} of ({pk!r}, {sk!r}) must be a non-empty string, not {value!r}"
-                )
+        if not (type(a) is str and type(b) is str and a and b):
+            _check_index_keys(pk, sk, index, {ipk: a, isk: b})
         index_keys[ipk], index_keys[isk] = a, b
     data = {k: val for k, val in item.items() if k not in RESERVED_ATTRIBUTES}
     try:
@@ -120,12 +117,24 @@ def to_record(item: Item, v: int = 0) -> Record:
         raise InvalidValueError(f"item ({pk!r}, {sk!r}): {exc}") from None
     record = Record(pk, sk, v, text, ttl, **index_keys)
     # Counted exactly only when 4 bytes a character (UTF-8's most) could pass the limit.
-    chars = len(pk) + len(sk) + len(text) + sum(len(key) for key in index_keys.values() if key)
+    chars = len(pk) + len(sk) + len(text)
+    for key in index_keys.values():
+        chars += len(key) if key else 0
     if chars * 4 + _OVERHEAD_BYTES > MAX_ITEM_BYTES:
         size = record.size()
         if size > MAX_ITEM_BYTES:
             raise ItemTooLargeError(pk, sk, size, MAX_ITEM_BYTES)
     return record
+
+
+def _check_index_keys(pk: str, sk: str, index: str, keys: dict[str, Any]) -> None:
+    """Raise ``InvalidValueError`` unless both of an index's keys are non-empty strings."""
+    if any(value is None for value in keys.values()):
+        names = " and ".join(keys)
+        raise InvalidValueError(f"item ({pk!r}, {sk!r}) must have both {names} for {index}, or neither")
+    for name, value in keys.items():
+        if not isinstance(value, str) or not value:
+            raise InvalidValueError(f"{name} of ({pk!r}, {sk!r}) must be a non-empty string, not {value!r}")
 
 
 def encode_data(data: dict[str, Any]) -> str:
@@ -142,14 +151,18 @@ def encode_data(data: dict[str, Any]) -> str:
     refused. UUIDs are stored as their text and enum members as their value, as in pydantic's
     JSON mode, on every path.
     """
-    counter = _TagCounter()
     try:
-        raw = orjson.dumps(data, default=counter, option=_ORJSON_OPTIONS)
+        raw = orjson.dumps(data, default=_tag, option=_ORJSON_OPTIONS)
     except (TypeError, ValueError):
         raw = None
-    if raw is not None and b"null" not in raw and raw.count(_TAG_BYTES) == counter.tags:
-        return raw.decode()
-    counter.tags = 0
+    if raw is not None and b"null" not in raw:
+        if _TAG_BYTES not in raw:
+            return raw.decode()  # the common case: nothing tagged, nothing refused
+        counter = _TagCounter()  # again, counting the tags to tell them from tag-like user text
+        raw = orjson.dumps(data, default=counter, option=_ORJSON_OPTIONS)
+        if raw.count(_TAG_BYTES) == counter.tags:
+            return raw.decode()
+    counter = _TagCounter()
     try:
         text = json.dumps(data, default=counter, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError):
