@@ -33,7 +33,7 @@ from typing import Any
 
 from engine import harness, ratios
 
-WORKLOADS = ("sequential", "submit", "map", "flow_runs", "tasks_outside", "import")
+WORKLOADS = ("sequential", "submit", "map", "flow_runs", "tasks_outside", "cache_miss", "cache_hit", "import")
 CLIENTS = {"overcast": ("direct", "http"), "prefect": ("default",)}
 HOME_ENV = {"overcast": "OVERCAST_HOME", "prefect": "PREFECT_HOME"}
 PREFECT_API = (

@@ -10,7 +10,9 @@
     ├── InvalidValueError           a value cannot be stored as it is
     │   └── ItemTooLargeError       an item exceeds the store's size limit
     ├── ConditionFailedError        a conditional write found another state
-    │   └── TransactionConflictError  one item of a transaction failed its condition
+    │   ├── TransactionConflictError  one item of a transaction failed its condition
+    │   └── LockLostError           a lease is no longer its key's current one (fenced out)
+    ├── LockTimeoutError            a lock stayed held by another holder for the whole wait
     ├── ThrottledError              the backend kept refusing after our retries
     ├── BackendError                a backend failed in a way we do not model
     └── InvocationError             a function invocation did not return a result
@@ -23,6 +25,7 @@ Vendor errors are translated in one place per adapter and chained with ``raise �
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -122,6 +125,49 @@ class TransactionConflictError(ConditionFailedError):
         self.reason = reason
         super().__init__(pk, sk, condition)
         self.args = (f"transaction cancelled at operation {index} ({pk!r}, {sk!r}): {condition}",)
+
+
+class LockLostError(ConditionFailedError):
+    """Raised when a lease is used after it stopped being its key's current lease.
+
+    That happens when the lease was released, or when it lapsed and another holder took the
+    lock over (which gave the key a newer fencing token). Raised by ``Locks.renew``,
+    ``Locks.release``, ``Locks.check`` and by a record commit that requires a fencing token.
+
+    Attributes:
+        key: the lock's key.
+        holder: the holder the lease was issued to (``None`` when only the token was given).
+        token: the lease's (stale) fencing token.
+    """
+
+    def __init__(self, key: str, holder: str | None, token: int, reason: str) -> None:
+        self.key, self.holder, self.token = key, holder, token
+        super().__init__(f"TXN#{key}", "LOCK", reason)
+        whose = f" of {holder!r}" if holder is not None else ""
+        self.args = (f"lock {key!r}: the lease{whose} with fencing token {token} is lost: {reason}",)
+
+
+class LockTimeoutError(OvercastError):
+    """Raised by ``Locks.acquire`` when another holder kept the lock for the whole wait.
+
+    Attributes:
+        key: the lock's key.
+        holder: the holder that asked for the lock.
+        current_holder: the holder that has it.
+        expires_at: when the current lease ends unless renewed (epoch seconds).
+        waited_s: how long the caller waited.
+    """
+
+    def __init__(
+        self, key: str, holder: str, current_holder: str, expires_at: float, waited_s: float
+    ) -> None:
+        self.key, self.holder, self.current_holder = key, holder, current_holder
+        self.expires_at, self.waited_s = expires_at, waited_s
+        until = datetime.fromtimestamp(expires_at, UTC).isoformat()
+        super().__init__(
+            f"lock {key!r} is held by {current_holder!r} until {until} unless renewed; "
+            f"{holder!r} waited {waited_s:.2f} s"
+        )
 
 
 class ThrottledError(OvercastError):

@@ -12,16 +12,34 @@ idempotency key     ``RUNKEY#<flow id>#<key>``   ``META``
 task run            ``TASKRUN#<id>``             ``META``                        gsi2 ``RUNTASKS#<flow run>`` /
                                                                                  ``<created>#<id>``
 log line            ``LOG#<run id>``             ``<ts>#<line id>``              (ttl)
+transaction record  ``TXN#<key>``                ``RECORD``                      (ttl: the record's expiry)
+transaction lock    ``TXN#<key>``                ``LOCK``                        (ttl: an hour past the lease)
+artifact            ``ART#<id>``                 ``META``                        gsi1 ``RUNART#<run id>`` /
+                                                                                 ``<created>#<id>``;
+                                                                                 gsi2 ``ARTS#<s>`` / same
+artifact version    ``ARTKEY#<key>``             ``V#<version, 10 digits>``
+variable            ``VAR#<name>``               ``META``                        gsi2 ``VARS#<s>`` / name
 ==================  ===========================  ==============================  =========================
 
 A flow run's states are items of the run's own partition, so its history is one query. Task runs
 are keyed by their own id (a read by id needs no flow run), listed per flow run through gsi2,
 and keep their (short) state history inside their own item: one write per report.
 Timestamps in keys are ISO 8601 in UTC with microseconds, so they sort as text.
+A transaction key (a cache key) is any text of 1-500 characters, used verbatim after ``TXN#``:
+at 4 bytes a character at most, it stays within DynamoDB's 2,048-byte partition key.
+
+An artifact is its own item, keyed by id (a progress update or a read by id is one request), and
+listed per run through gsi1 (the flow run, or the task run of a task outside a flow) and in
+creation order through gsi2. A keyed artifact is also copied into its key's partition under its
+version number: the key's history is one query, its latest version the first item of a descending
+one, and a new version is claimed with a conditional put of ``V#<n+1>``, so racing writers get
+distinct versions. Variables are keyed by name (names are unique and immutable) and listed by
+name through gsi2.
 
 Hot partitions: a DynamoDB partition takes ~1,000 writes/s, so the partitions every run of a
-kind shares (``RUNSTATE#…``, ``RUNS#…``, ``FLOWS#…``) carry a shard suffix ``<s>``. The shard
-count is a parameter of these functions; it is 1 today, and readers query every shard.
+kind shares (``RUNSTATE#…``, ``RUNS#…``, ``FLOWS#…``, ``ARTS#…``, ``VARS#…``) carry a shard
+suffix ``<s>``. The shard count is a parameter of these functions; it is 1 today, and readers
+query every shard.
 """
 
 from __future__ import annotations
@@ -30,6 +48,7 @@ import uuid
 import zlib
 from datetime import UTC, datetime
 
+from overcast.core.errors import InvalidKeyError
 from overcast.core.states import StateType
 
 META = "META"
@@ -155,3 +174,89 @@ def log_line(run_id: uuid.UUID, moment: datetime, line_id: uuid.UUID) -> tuple[s
 def logs_of(run_id: uuid.UUID) -> str:
     """The partition of a run's log lines."""
     return f"LOG#{run_id}"
+
+
+# -- transactions: records and locks -----------------------------------------------------------
+
+TXN_RECORD = "RECORD"
+TXN_LOCK = "LOCK"
+MAX_TXN_KEY_CHARS = 500
+"""The longest transaction key, in characters (``TXN#`` + 500 x 4 bytes fits DynamoDB's 2,048)."""
+
+
+def transaction_key(key: object) -> str:
+    """Return ``key`` when it can name a transaction record or lock.
+
+    Any text of 1-500 characters is a key (cache keys are hashes, paths, user strings …),
+    as long as it is valid Unicode (no lone surrogates: it must encode as UTF-8).
+
+    Raises:
+        InvalidKeyError: not a string, empty, too long, or not encodable as UTF-8.
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidKeyError(key, "a transaction key must be a non-empty string")
+    if len(key) > MAX_TXN_KEY_CHARS:
+        raise InvalidKeyError(key, f"a transaction key must be at most {MAX_TXN_KEY_CHARS} characters")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidKeyError(key, "a transaction key must be valid Unicode (no lone surrogate)") from exc
+    return key
+
+
+def transaction_record(key: str) -> tuple[str, str]:
+    """The committed record of a transaction (a task's cached result). Validates ``key``."""
+    return f"TXN#{transaction_key(key)}", TXN_RECORD
+
+
+def transaction_lock(key: str) -> tuple[str, str]:
+    """The lock of a SERIALIZABLE transaction (holder, lease, fencing token). Validates ``key``."""
+    return f"TXN#{transaction_key(key)}", TXN_LOCK
+
+
+# -- artifacts ---------------------------------------------------------------------------------
+
+VERSION_PREFIX = "V#"
+
+
+def artifact(artifact_id: uuid.UUID) -> tuple[str, str]:
+    """The artifact's item."""
+    return f"ART#{artifact_id}", META
+
+
+def artifact_version(key: str, version: int) -> tuple[str, str]:
+    """Version ``version`` of the artifact key ``key`` (zero-padded, so versions sort as text)."""
+    return f"ARTKEY#{key}", f"{VERSION_PREFIX}{version:010d}"
+
+
+def artifact_versions(key: str) -> str:
+    """The partition of an artifact key's versions."""
+    return f"ARTKEY#{key}"
+
+
+def artifacts_of(run_id: uuid.UUID) -> str:
+    """gsi1 partition of the artifacts of a run (a flow run, or a task run outside a flow)."""
+    return f"RUNART#{run_id}"
+
+
+def artifacts_all(shard: int = 0) -> str:
+    """gsi2 partition of every artifact."""
+    return f"ARTS#{shard}"
+
+
+def artifact_sort(created: datetime, artifact_id: uuid.UUID) -> str:
+    """An artifact's sort key in both indexes: creation time, then id."""
+    return f"{ts(created)}#{artifact_id}"
+
+
+# -- variables ---------------------------------------------------------------------------------
+
+
+def variable(name: str) -> tuple[str, str]:
+    """The variable's item."""
+    return f"VAR#{name}", META
+
+
+def variables_index(shard: int = 0) -> str:
+    """gsi2 partition listing variables by name."""
+    return f"VARS#{shard}"

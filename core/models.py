@@ -1,4 +1,4 @@
-"""The control plane's records: flows, flow runs, task runs, log lines.
+"""The control plane's records: flows, flow runs, task runs, log lines, artifacts, variables.
 
 These are what the API returns and what the store holds (one item each; see ``keys``). Inputs
 from clients are validated by the request models in ``schemas``.
@@ -6,11 +6,22 @@ from clients are validated by the request models in ``schemas``.
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 
 from overcast.core.states import State, StateType, utcnow
 from overcast.core.types import Float, Int, UtcDateTime
@@ -169,3 +180,101 @@ class LogLine(BaseModel):
     name: str = Field(default="overcast", max_length=200)
     message: str = Field(max_length=32_000)
     timestamp: UtcDateTime = Field(default_factory=utcnow)
+
+
+# -- artifacts and variables -------------------------------------------------------------------
+
+
+def _pattern_check(what: str, pattern: str, rule: str) -> Callable[[str], str]:
+    """A validator that refuses, with a message in words, a string that breaks ``pattern``."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise PydanticCustomError("string_pattern_mismatch", f"{what} {value!r} is invalid: {rule}")
+        return value
+
+    return check
+
+
+ARTIFACT_KEY_PATTERN = r"^[a-z0-9-]+$"
+VARIABLE_NAME_PATTERN = r"^[a-z0-9_-]+$"
+ArtifactKey = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    AfterValidator(
+        _pattern_check("artifact key", ARTIFACT_KEY_PATTERN, "use lowercase letters, digits and dashes")
+    ),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 200, "pattern": ARTIFACT_KEY_PATTERN}),
+]
+"""An artifact key: 1-200 lowercase letters, digits and dashes (``daily-report``)."""
+VariableName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255),
+    AfterValidator(
+        _pattern_check(
+            "variable name", VARIABLE_NAME_PATTERN, "use lowercase letters, digits, underscores and dashes"
+        )
+    ),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 255, "pattern": VARIABLE_NAME_PATTERN}),
+]
+"""A variable name: 1-255 lowercase letters, digits, underscores and dashes (``s3_bucket``)."""
+ArtifactType = Literal["markdown", "table", "link", "progress", "image"]
+"""What an artifact holds; it decides the shape of ``Artifact.data``."""
+ARTIFACT_TYPES: tuple[ArtifactType, ...] = ("markdown", "table", "link", "progress", "image")
+
+
+class Artifact(BaseModel):
+    """Something a run published for people to read: a report, a table, a link, a progress bar, an image.
+
+    Artifacts with a ``key`` are versioned: each creation under a key is its next version, and
+    the key's latest version is what "the artifact" means to a reader. Keyless artifacts stand
+    alone.
+
+    Attributes:
+        id: the artifact's id.
+        key: its key, if any.
+        version: its version under ``key`` (1, 2, …); ``None`` for a keyless artifact.
+        type: what it holds.
+        description: a markdown description.
+        data: by ``type``: ``markdown`` the text; ``table`` the rows as given (a list of dicts,
+            a dict of lists or a list of lists); ``link`` ``{"url", "text"}``; ``progress`` a
+            number from 0 to 100; ``image`` ``{"url"}`` for a linked image, or
+            ``{"blob_key", "content_type", "size"}`` for one stored in the blob store.
+        flow_run_id, task_run_id: the runs that created it (``None`` outside a run).
+        created, updated: record timestamps (``updated`` moves with progress updates).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    key: ArtifactKey | None = None
+    version: int | None = None
+    type: ArtifactType
+    description: str | None = None
+    data: JsonValue = None
+    flow_run_id: uuid.UUID | None = None
+    task_run_id: uuid.UUID | None = None
+    created: UtcDateTime = Field(default_factory=utcnow)
+    updated: UtcDateTime = Field(default_factory=utcnow)
+
+
+class Variable(BaseModel):
+    """A named JSON value that flows, deployments and automations read (``Variable.get``).
+
+    Attributes:
+        id: the variable's id (kept when its value changes).
+        name: its name (unique).
+        value: any JSON value: object, list, string, number, boolean or null.
+        tags: tags.
+        created, updated: record timestamps.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    name: VariableName
+    value: JsonValue
+    tags: list[Tag] = Field(default_factory=list)
+    created: UtcDateTime = Field(default_factory=utcnow)
+    updated: UtcDateTime = Field(default_factory=utcnow)

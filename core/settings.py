@@ -22,6 +22,7 @@ This module reads ``os.environ`` (through pydantic-settings) and nothing else in
 
 from __future__ import annotations
 
+import uuid
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,9 @@ class Settings(BaseSettings):
         functions: function name to handler path (``module:attr``) for local invokers.
         api_url: the control plane's URL for the HTTP client; empty means in-process.
         api_key: the bearer token the API requires and the HTTP client sends.
+        flow_run_id: an existing flow run for the process's first top-level flow call to
+            execute instead of creating one (what a worker or a function handler sets to run,
+            or rerun, a flow run; tasks whose records were committed are not redone).
     """
 
     model_config = SettingsConfigDict(env_prefix="OVERCAST_", extra="ignore", frozen=True)
@@ -57,6 +61,7 @@ class Settings(BaseSettings):
     functions: dict[str, str] = Field(default_factory=dict)
     api_url: str = ""
     api_key: str = ""
+    flow_run_id: uuid.UUID | None = None
 
     @field_validator("home")
     @classmethod

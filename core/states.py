@@ -9,6 +9,7 @@ before.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -94,6 +95,21 @@ class StateDetails(BaseModel):
     retriable: Bool | None = None
 
 
+ResultLoader = Callable[[dict[str, Any]], Any]
+_result_loader: ResultLoader | None = None
+
+
+def register_result_loader(loader: ResultLoader) -> None:
+    """Let ``State.result()`` load persisted results (the SDK registers its loader on import).
+
+    The control plane's models cannot open blob stores themselves (core depends on nothing
+    above it); a state whose ``data`` is a result reference (a dict naming its ``serializer``)
+    is loaded through this hook.
+    """
+    global _result_loader  # noqa: PLW0603 - one loader per process
+    _result_loader = loader
+
+
 class State(BaseModel):
     """A run's state at one moment.
 
@@ -151,7 +167,12 @@ class State(BaseModel):
             if raise_on_failure:
                 raise error
             return error
-        return self._value if self._value is not None else self.data
+        if self._value is not None:
+            return self._value
+        if _result_loader is not None and isinstance(self.data, dict) and "serializer" in self.data:
+            self._value = _result_loader(self.data)  # a persisted result, read in another process
+            return self._value
+        return self.data
 
     @property
     def is_terminal(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Strict
+from pydantic import AfterValidator, BeforeValidator, Field, Strict
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -45,3 +45,5 @@ Bool = Annotated[bool, Strict()]
 """``true`` or ``false``, not 0 or 1."""
 UtcDateTime = Annotated[datetime, BeforeValidator(_text_or_datetime), AfterValidator(_as_utc)]
 """An ISO 8601 date-time, normalized to UTC (a naive one is taken as UTC)."""
+Percentage = Annotated[float, Field(ge=0, le=100), BeforeValidator(_number)]
+"""A JSON number from 0 to 100 (the bounds come first, so the JSON schema states them)."""

@@ -38,7 +38,9 @@ def api_app() -> FastAPI:
         if _app is None:
             from overcast.handlers.api import create_app
 
-            _app = create_app(ControlPlane(built.store), settings=built.settings)
+            # the blob store opens when the first image artifact arrives, not at every cold start
+            plane = ControlPlane(built.store, blobs=lambda: built.blobs)
+            _app = create_app(plane, settings=built.settings)
         return _app
 
 

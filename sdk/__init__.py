@@ -14,30 +14,46 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (relative to this package)
 _LAZY: dict[str, str] = {
+    "Artifact": "overcast.artifacts",
     "Flow": "overcast.flows",
     "Settings": "overcast.core.settings",
     "State": "overcast.core.states",
     "Task": "overcast.tasks",
+    "Variable": "overcast.variables",
+    "create_image_artifact": "overcast.artifacts",
+    "create_link_artifact": "overcast.artifacts",
+    "create_markdown_artifact": "overcast.artifacts",
+    "create_progress_artifact": "overcast.artifacts",
+    "create_table_artifact": "overcast.artifacts",
     "flow": "overcast.flows",
     "flush": "overcast._runtime",
     "get_run_context": "overcast.context",
     "get_run_logger": "overcast.logging",
     "task": "overcast.tasks",
     "unmapped": "overcast.tasks",
+    "update_progress_artifact": "overcast.artifacts",
 }
 
 __all__ = [
+    "Artifact",
     "Flow",
     "Settings",
     "State",
     "Task",
+    "Variable",
     "__version__",
+    "create_image_artifact",
+    "create_link_artifact",
+    "create_markdown_artifact",
+    "create_progress_artifact",
+    "create_table_artifact",
     "flow",
     "flush",
     "get_run_context",
     "get_run_logger",
     "task",
     "unmapped",
+    "update_progress_artifact",
 ]
 
 

@@ -10,7 +10,9 @@ flow again in this process after the delay.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -51,6 +53,9 @@ class _Run:
         self.run: FlowRun
 
     def create(self) -> None:
+        if self.parent is None and (existing := _claim_existing_run(self.runtime)) is not None:
+            self.run = self.client.read_flow_run(existing)
+            return
         parent_task_run_id = None
         if self.parent is not None:
             # A subflow stands in its parent as a task run, so the parent's graph shows it.
@@ -148,6 +153,23 @@ class _Run:
         if self.tracker is not None:
             self.tracker.add(type_, name, message)
             self.runtime.reporter.task_run(self.tracker)
+
+
+_existing_lock = threading.Lock()
+_existing_claimed = False
+
+
+def _claim_existing_run(runtime: Runtime) -> uuid.UUID | None:
+    """The flow run ``OVERCAST_FLOW_RUN_ID`` names, for the process's first top-level flow call only."""
+    global _existing_claimed  # noqa: PLW0603 - once per process
+    run_id = runtime.settings.flow_run_id
+    if run_id is None or _existing_claimed:
+        return None
+    with _existing_lock:
+        if _existing_claimed:
+            return None
+        _existing_claimed = True
+    return run_id
 
 
 def run_flow(flow: Flow[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:

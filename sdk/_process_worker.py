@@ -47,10 +47,13 @@ class _NoRunner:
 
 
 class _NoClient:
-    """The client inside a worker: flows cannot be called from there."""
+    """The client inside a worker: flows, caches and transactions cannot be used from there."""
 
     def __getattr__(self, name: str) -> Any:
-        raise RuntimeError("a task running in a process-pool worker cannot call flows")
+        raise RuntimeError(
+            "a task running in a process-pool worker cannot call flows, use a cache or open a "
+            f"transaction (it asked for {name}); run such tasks on the thread pool"
+        )
 
 
 def run(payload: bytes) -> bytes:

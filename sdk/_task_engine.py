@@ -19,10 +19,13 @@ from overcast._timeout import RunTimeoutError, time_limit
 from overcast.context import FlowRunContext, TaskRunContext, flow_run_context, task_run_context
 from overcast.core.errors import OvercastError
 from overcast.futures import OvercastFuture, contains_future, resolve
+from overcast.transactions import current_transaction
 
 if TYPE_CHECKING:
+    from overcast._caching import Plan
     from overcast.core.states import State
     from overcast.tasks import Task
+    from overcast.transactions import Transaction
 
 
 class UpstreamTaskError(OvercastError):
@@ -79,12 +82,14 @@ def _wait_upstream(record: TaskRunRecord, runtime: Runtime, wait_for: Any) -> No
 class _Attempt:
     """The steps around one task run's attempts, shared by sync, async and generator tasks."""
 
-    __slots__ = ("flow_ctx", "record", "reporter", "task", "token")
+    __slots__ = ("flow_ctx", "plan", "record", "reporter", "task", "token", "txn")
 
     def __init__(
         self, task: Task[..., Any], record: TaskRunRecord, runtime: Runtime, flow_ctx: FlowRunContext | None
     ):
         self.task, self.record, self.reporter, self.flow_ctx = task, record, runtime.reporter, flow_ctx
+        self.txn: Transaction | None = None  # the run's own transaction, when it has one
+        self.plan: Plan | None = None  # and where its result goes
         log_prints = (
             task.log_prints if task.log_prints is not None else bool(flow_ctx and flow_ctx.log_prints)
         )
@@ -103,7 +108,20 @@ class _Attempt:
             self.task.run_hooks(self.task.on_running_hooks, record)
 
     def completed(self, result: Any) -> None:
-        self.record.add("COMPLETED", "Completed")
+        reference = None
+        if self.txn is not None and self.plan is not None:
+            try:
+                reference = self.txn.stage(
+                    result,
+                    reference=self.plan.persist(result),
+                    on_commit=self.task.on_commit_hooks,
+                    on_rollback=self.task.on_rollback_hooks,
+                )
+            except Exception as exc:
+                self.record.add("FAILED", "Failed", message=f"the result could not be persisted: {exc}")
+                self.reporter.task_run(self.record)
+                raise
+        self.record.add("COMPLETED", "Completed", data=reference)
         self.reporter.task_run(self.record)
         if self.task.on_completion_hooks:
             self.task.run_hooks(self.task.on_completion_hooks, self.record, value=result)
@@ -157,8 +175,33 @@ async def run_async(
     task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool, wait_for: Any
 ) -> Any:
     """Run an async task in the caller's event loop and return its result (or its final state)."""
-    attempt, args, kwargs = _begin(task, args, kwargs, wait_for)
-    record = attempt.record
+    record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
+    if task.task_run_name is not None:
+        record.name = task.run_name(args, kwargs)
+    if _wants_transaction(task, flow_ctx):
+        txn, plan = _task_transaction(task, record, runtime, flow_ctx, args, kwargs)
+        with txn:
+            if txn.record is not None:
+                return _cached(txn, record, runtime, return_state)
+            return await _run_async_attempts(
+                task, record, runtime, flow_ctx, args, kwargs, return_state, txn, plan
+            )
+    return await _run_async_attempts(task, record, runtime, flow_ctx, args, kwargs, return_state, None, None)
+
+
+async def _run_async_attempts(
+    task: Task[..., Any],
+    record: TaskRunRecord,
+    runtime: Runtime,
+    flow_ctx: FlowRunContext | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    return_state: bool,
+    txn: Transaction | None,
+    plan: Plan | None,
+) -> Any:
+    attempt = _Attempt(task, record, runtime, flow_ctx)
+    attempt.txn, attempt.plan = txn, plan
     try:
         while True:
             attempt.start()
@@ -272,7 +315,71 @@ def run_prepared(
 ) -> Any:
     if task.task_run_name is not None:
         record.name = task.run_name(args, kwargs)
+    if _wants_transaction(task, flow_ctx):
+        txn, plan = _task_transaction(task, record, runtime, flow_ctx, args, kwargs)
+        with txn:
+            if txn.record is not None:
+                return _cached(txn, record, runtime, return_state)
+            return _run_attempts(task, record, runtime, flow_ctx, args, kwargs, return_state, txn, plan)
+    return _run_attempts(task, record, runtime, flow_ctx, args, kwargs, return_state, None, None)
+
+
+def _wants_transaction(task: Task[..., Any], flow_ctx: FlowRunContext | None) -> bool:
+    """Whether a run of ``task`` needs a transaction: it persists, caches, hooks one, or is inside one."""
+    if task.transactional or current_transaction.get() is not None:
+        return True
+    # (a process-pool worker's context has no flow object)
+    return flow_ctx is not None and bool(getattr(flow_ctx.flow, "persist_result", False))
+
+
+def _task_transaction(
+    task: Task[..., Any],
+    record: TaskRunRecord,
+    runtime: Runtime,
+    flow_ctx: FlowRunContext | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[Transaction, Plan]:
+    """A task run's own transaction (to enter) and its persistence plan.
+
+    Entered, the transaction reads the run's record; it commits (or stages for its parent) when
+    the block ends, and rolls back if the block raises. A committed record is the run's outcome
+    (``_cached``): the run is Cached, not run.
+    """
+    from overcast import _caching
+    from overcast.transactions import transaction
+
+    plan = _caching.plan(task, record, runtime, flow_ctx, args, kwargs)
+    txn = transaction(key=plan.key, overwrite=plan.refresh, expires_at=plan.expires_at, store=plan.store)
+    return txn, plan
+
+
+def _cached(txn: Transaction, record: TaskRunRecord, runtime: Runtime, return_state: bool) -> Any:
+    """End a run whose record was committed before: Cached, with the recorded result."""
+    assert txn.record is not None
+    value = txn.read()
+    record.add("COMPLETED", "Cached", data=txn.record.data)
+    runtime.reporter.task_run(record)
+    if return_state:
+        state = record.state()
+        state.attach(value)
+        return state
+    return value
+
+
+def _run_attempts(
+    task: Task[..., Any],
+    record: TaskRunRecord,
+    runtime: Runtime,
+    flow_ctx: FlowRunContext | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    return_state: bool,
+    txn: Transaction | None,
+    plan: Plan | None,
+) -> Any:
     attempt = _Attempt(task, record, runtime, flow_ctx)
+    attempt.txn, attempt.plan = txn, plan
     try:
         while True:
             attempt.start()

@@ -11,14 +11,40 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from overcast.core.models import FlowRun, LogLine, TaskRun
-from overcast.core.schemas import FlowRunCreate, FlowRunFilter, OrchestrationResult, Page, TaskRunFilter
+from overcast.core.models import Artifact, FlowRun, LogLine, TaskRun, Variable
+from overcast.core.ports import BlobStore
+from overcast.core.schemas import (
+    ArtifactFilter,
+    ArtifactRequest,
+    ArtifactUpdate,
+    FlowRunCreate,
+    FlowRunFilter,
+    OrchestrationResult,
+    Page,
+    TaskRunFilter,
+    VariableCreate,
+    VariableFilter,
+    VariableUpdate,
+)
 from overcast.core.services import ControlPlane
-from overcast.core.states import State
+from overcast.core.services.locks import Lease
+from overcast.core.services.records import CommitResult, TransactionRecord
+from overcast.core.states import State, register_result_loader
 
 logger = logging.getLogger("overcast.client")
+
+
+def _load_result(reference: dict[str, Any]) -> Any:
+    from overcast.results import load_result
+
+    return load_result(reference)
+
+
+# Whoever holds a client can read runs' states: let State.result() load persisted results.
+register_result_loader(_load_result)
 
 
 def warn_rejected(rejected: Iterable[tuple[str, str | None]]) -> None:
@@ -73,16 +99,101 @@ class Client(Protocol):
         """A run's log lines, oldest first."""
         ...
 
+    def create_artifact(self, request: ArtifactRequest) -> Artifact:
+        """Create an artifact (the next version of its key, if it has one); a repeated id returns the first."""
+        ...
+
+    def read_artifact(self, artifact_id: uuid.UUID) -> Artifact:
+        """Read an artifact by id. Raises ``NotFoundError``."""
+        ...
+
+    def read_latest_artifact(self, key: str) -> Artifact:
+        """The newest version of an artifact key. Raises ``NotFoundError``."""
+        ...
+
+    def filter_artifacts(self, query: ArtifactFilter) -> Page[Artifact]:
+        """List artifacts."""
+        ...
+
+    def update_artifact(self, artifact_id: uuid.UUID, update: ArtifactUpdate) -> Artifact:
+        """Move a progress artifact forward (a lower value is ignored) or change a description."""
+        ...
+
+    def read_artifact_image(self, artifact_id: uuid.UUID) -> bytes:
+        """The bytes of an image artifact kept in the blob store. Raises ``NotFoundError``."""
+        ...
+
+    def set_variable(self, request: VariableCreate, *, overwrite: bool = False) -> Variable:
+        """Create a variable, or replace an existing one's value with ``overwrite``.
+
+        Raises ``VariableExistsError`` when it exists and ``overwrite`` is false.
+        """
+        ...
+
+    def read_variable(self, name: str) -> Variable:
+        """Read a variable. Raises ``NotFoundError``."""
+        ...
+
+    def update_variable(self, name: str, update: VariableUpdate) -> Variable:
+        """Change a variable's value and/or tags. Raises ``NotFoundError``."""
+        ...
+
+    def delete_variable(self, name: str) -> bool:
+        """Delete a variable; return whether there was one."""
+        ...
+
+    def filter_variables(self, query: VariableFilter) -> Page[Variable]:
+        """List variables by name."""
+        ...
+
+    # -- transaction records and locks ------------------------------------------------------------
+
+    def read_record(self, key: str) -> TransactionRecord | None:
+        """The record committed under ``key`` (``None``: none, or expired)."""
+        ...
+
+    def commit_record(
+        self,
+        key: str,
+        data: dict[str, Any],
+        *,
+        expires_at: datetime | None = None,
+        overwrite: bool = False,
+        fencing_token: int | None = None,
+    ) -> CommitResult:
+        """Commit a record once (see ``Records.commit``). Raises ``LockLostError`` on a stale token."""
+        ...
+
+    def delete_record(self, key: str) -> bool:
+        """Delete a record; return whether there was one."""
+        ...
+
+    def acquire_lock(self, key: str, holder: str, lease_s: float, *, wait_s: float | None = 0.0) -> Lease:
+        """Take the lock on ``key``, waiting up to ``wait_s`` (``None``: as long as it takes)."""
+        ...
+
+    def renew_lock(self, lease: Lease) -> Lease:
+        """Extend a lease. Raises ``LockLostError`` when another holder took over."""
+        ...
+
+    def release_lock(self, lease: Lease) -> None:
+        """Let go of a lock. Raises ``LockLostError`` when another holder took over."""
+        ...
+
 
 class DirectClient:
     """The control plane's services, called in this process.
 
     Args:
-        plane: the services (over the store the settings name).
+        plane: the services (over the store the settings name). A plane built without a blob
+            store is given the one the settings name, opened when the first image artifact
+            needs it.
     """
 
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
+        if not plane.has_blobs:
+            plane.provide_blobs(_blobs_from_settings)
 
     def create_flow_run(self, request: FlowRunCreate) -> FlowRun:
         """Create a flow run (idempotent by ``idempotency_key``)."""
@@ -126,3 +237,88 @@ class DirectClient:
     def read_logs(self, run_id: uuid.UUID, *, limit: int = 200, cursor: str | None = None) -> Page[LogLine]:
         """A run's log lines, oldest first."""
         return self.plane.logs.read(run_id, limit=limit, cursor=cursor)
+
+    def create_artifact(self, request: ArtifactRequest) -> Artifact:
+        """Create an artifact (the next version of its key, if it has one); a repeated id returns the first."""
+        return self.plane.artifacts.create(request)[0]
+
+    def read_artifact(self, artifact_id: uuid.UUID) -> Artifact:
+        """Read an artifact by id. Raises ``NotFoundError``."""
+        return self.plane.artifacts.get(artifact_id)
+
+    def read_latest_artifact(self, key: str) -> Artifact:
+        """The newest version of an artifact key. Raises ``NotFoundError``."""
+        return self.plane.artifacts.latest(key)
+
+    def filter_artifacts(self, query: ArtifactFilter) -> Page[Artifact]:
+        """List artifacts."""
+        return self.plane.artifacts.filter(query)
+
+    def update_artifact(self, artifact_id: uuid.UUID, update: ArtifactUpdate) -> Artifact:
+        """Move a progress artifact forward (a lower value is ignored) or change a description."""
+        return self.plane.artifacts.update(artifact_id, update)
+
+    def read_artifact_image(self, artifact_id: uuid.UUID) -> bytes:
+        """The bytes of an image artifact kept in the blob store. Raises ``NotFoundError``."""
+        return self.plane.artifacts.image(artifact_id)[0]
+
+    def set_variable(self, request: VariableCreate, *, overwrite: bool = False) -> Variable:
+        """Create a variable, or replace an existing one's value with ``overwrite``."""
+        return self.plane.variables.set(request, overwrite=overwrite)
+
+    def read_variable(self, name: str) -> Variable:
+        """Read a variable. Raises ``NotFoundError``."""
+        return self.plane.variables.get(name)
+
+    def update_variable(self, name: str, update: VariableUpdate) -> Variable:
+        """Change a variable's value and/or tags. Raises ``NotFoundError``."""
+        return self.plane.variables.update(name, update)
+
+    def delete_variable(self, name: str) -> bool:
+        """Delete a variable; return whether there was one."""
+        return self.plane.variables.delete(name)
+
+    def filter_variables(self, query: VariableFilter) -> Page[Variable]:
+        """List variables by name."""
+        return self.plane.variables.filter(query)
+
+    def read_record(self, key: str) -> TransactionRecord | None:
+        """The record committed under ``key`` (``None``: none, or expired)."""
+        return self.plane.records.read(key)
+
+    def commit_record(
+        self,
+        key: str,
+        data: dict[str, Any],
+        *,
+        expires_at: datetime | None = None,
+        overwrite: bool = False,
+        fencing_token: int | None = None,
+    ) -> CommitResult:
+        """Commit a record once (see ``Records.commit``)."""
+        return self.plane.records.commit(
+            key, data, expires_at=expires_at, overwrite=overwrite, fencing_token=fencing_token
+        )
+
+    def delete_record(self, key: str) -> bool:
+        """Delete a record; return whether there was one."""
+        return self.plane.records.delete(key)
+
+    def acquire_lock(self, key: str, holder: str, lease_s: float, *, wait_s: float | None = 0.0) -> Lease:
+        """Take the lock on ``key``, waiting up to ``wait_s`` (``None``: as long as it takes)."""
+        return self.plane.locks.acquire(key, holder, lease_s, wait_s=wait_s)
+
+    def renew_lock(self, lease: Lease) -> Lease:
+        """Extend a lease."""
+        return self.plane.locks.renew(lease)
+
+    def release_lock(self, lease: Lease) -> None:
+        """Let go of a lock."""
+        self.plane.locks.release(lease)
+
+
+def _blobs_from_settings() -> BlobStore:
+    from overcast.adapters.factory import open_blobs
+    from overcast.core.settings import Settings
+
+    return open_blobs(Settings().blobs_url)

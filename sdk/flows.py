@@ -47,6 +47,11 @@ class Flow(HookedCallable, Generic[P, R]):
         tags: tags of every run.
         on_completion, on_failure, on_cancellation, on_crashed, on_running: hooks
             ``(flow, flow_run, state)``; a hook's exception is logged, never raised.
+        persist_result: persist the results of the flow's tasks (those that do not say
+            otherwise) and record them under their cache keys: a retried run then redoes only
+            what did not complete.
+        result_storage: the default ``result_storage`` of the flow's tasks.
+        result_serializer: the default ``result_serializer`` of the flow's tasks.
     """
 
     def __init__(
@@ -69,6 +74,9 @@ class Flow(HookedCallable, Generic[P, R]):
         on_cancellation: list[Callable[..., Any]] | None = None,
         on_crashed: list[Callable[..., Any]] | None = None,
         on_running: list[Callable[..., Any]] | None = None,
+        persist_result: bool | None = None,
+        result_storage: Any = None,
+        result_serializer: Any = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"@flow needs a function, not {type(fn).__name__}")
@@ -94,6 +102,9 @@ class Flow(HookedCallable, Generic[P, R]):
         self.on_cancellation_hooks = list(on_cancellation or [])
         self.on_crashed_hooks = list(on_crashed or [])
         self.on_running_hooks = list(on_running or [])
+        self.persist_result = persist_result
+        self.result_storage = result_storage
+        self.result_serializer = result_serializer
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature = inspect.signature(fn)
         self.has_var_args = any(
@@ -134,6 +145,9 @@ class Flow(HookedCallable, Generic[P, R]):
             "on_cancellation": self.on_cancellation_hooks,
             "on_crashed": self.on_crashed_hooks,
             "on_running": self.on_running_hooks,
+            "persist_result": self.persist_result,
+            "result_storage": self.result_storage,
+            "result_serializer": self.result_serializer,
         }
 
     def on_crashed(self, hook: Callable[..., Any]) -> Callable[..., Any]:

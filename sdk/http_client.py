@@ -11,7 +11,9 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx2
 
@@ -21,15 +23,34 @@ from overcast.core.errors import (
     ConditionFailedError,
     ConfigurationError,
     InvalidValueError,
+    LockLostError,
+    LockTimeoutError,
     NotFoundError,
 )
-from overcast.core.models import FlowRun, LogLine, TaskRun
-from overcast.core.schemas import FlowRunCreate, FlowRunFilter, OrchestrationResult, Page, TaskRunFilter
+from overcast.core.models import Artifact, FlowRun, LogLine, TaskRun, Variable
+from overcast.core.schemas import (
+    ArtifactFilter,
+    ArtifactRequest,
+    ArtifactUpdate,
+    FlowRunCreate,
+    FlowRunFilter,
+    OrchestrationResult,
+    Page,
+    TaskRunFilter,
+    VariableCreate,
+    VariableFilter,
+    VariableUpdate,
+)
+from overcast.core.services.locks import Lease
+from overcast.core.services.records import CommitResult, TransactionRecord
+from overcast.core.services.variables import VariableExistsError
 from overcast.core.states import State
 
 TASK_RUN_BATCH = 500  # the API's limit per request
 LOG_BATCH = 1000
 RETRYABLE = frozenset({429, 502, 503, 504})
+SET_ATTEMPTS = 25  # create-or-update rounds of Variable.set(overwrite=True) racing deletes
+LOCK_POLL_S = 0.1  # the longest pause between tries for a held lock (jittered)
 
 
 class HttpClient:
@@ -108,9 +129,167 @@ class HttpClient:
         path = f"/logs/{run_id}?limit={limit}" + (f"&cursor={cursor}" if cursor else "")
         return Page[LogLine].model_validate(self._call("GET", path))
 
+    def create_artifact(self, request: ArtifactRequest) -> Artifact:
+        """Create an artifact (the next version of its key, if it has one); a repeated id returns the first."""
+        body = request.model_dump(mode="json", exclude_none=True)
+        return Artifact.model_validate(self._call("POST", "/artifacts", body))
+
+    def read_artifact(self, artifact_id: uuid.UUID) -> Artifact:
+        """Read an artifact by id. Raises ``NotFoundError``."""
+        return Artifact.model_validate(self._call("GET", f"/artifacts/{artifact_id}"))
+
+    def read_latest_artifact(self, key: str) -> Artifact:
+        """The newest version of an artifact key. Raises ``NotFoundError``."""
+        return Artifact.model_validate(self._call("GET", f"/artifacts/{_segment(key)}/latest"))
+
+    def filter_artifacts(self, query: ArtifactFilter) -> Page[Artifact]:
+        """List artifacts."""
+        body = query.model_dump(mode="json", exclude_none=True)
+        return Page[Artifact].model_validate(self._call("POST", "/artifacts/filter", body))
+
+    def update_artifact(self, artifact_id: uuid.UUID, update: ArtifactUpdate) -> Artifact:
+        """Move a progress artifact forward (a lower value is ignored) or change a description."""
+        body = update.model_dump(mode="json", exclude_none=True)
+        return Artifact.model_validate(self._call("PATCH", f"/artifacts/{artifact_id}", body))
+
+    def read_artifact_image(self, artifact_id: uuid.UUID) -> bytes:
+        """The bytes of an image artifact kept in the blob store. Raises ``NotFoundError``."""
+        content: bytes = self._call("GET", f"/artifacts/{artifact_id}/image", raw=True)
+        return content
+
+    def set_variable(self, request: VariableCreate, *, overwrite: bool = False) -> Variable:
+        """Create a variable, or replace an existing one's value with ``overwrite``.
+
+        Raises:
+            VariableExistsError: it exists and ``overwrite`` is false.
+        """
+        changes: dict[str, Any] = {"value": request.value}
+        if "tags" in request.model_fields_set:
+            changes["tags"] = request.tags
+        for _ in range(SET_ATTEMPTS):
+            try:
+                return Variable.model_validate(
+                    self._call("POST", "/variables", request.model_dump(mode="json"))
+                )
+            except ConditionFailedError:
+                if not overwrite:
+                    raise VariableExistsError(request.name) from None
+            try:
+                return Variable.model_validate(
+                    self._call("PATCH", f"/variables/name/{_segment(request.name)}", changes)
+                )
+            except NotFoundError:
+                continue  # deleted between the two: create it again
+        raise ConditionFailedError("-", "-", f"variable {request.name!r} kept changing; try again")
+
+    def read_variable(self, name: str) -> Variable:
+        """Read a variable. Raises ``NotFoundError``."""
+        return Variable.model_validate(self._call("GET", f"/variables/name/{_segment(name)}"))
+
+    def update_variable(self, name: str, update: VariableUpdate) -> Variable:
+        """Change a variable's value and/or tags. Raises ``NotFoundError``."""
+        body = update.model_dump(mode="json", exclude_unset=True)  # a value of null is a value
+        return Variable.model_validate(self._call("PATCH", f"/variables/name/{_segment(name)}", body))
+
+    def delete_variable(self, name: str) -> bool:
+        """Delete a variable; return whether there was one."""
+        try:
+            self._call("DELETE", f"/variables/name/{_segment(name)}")
+        except NotFoundError:
+            return False
+        return True
+
+    def filter_variables(self, query: VariableFilter) -> Page[Variable]:
+        """List variables by name."""
+        body = query.model_dump(mode="json", exclude_none=True)
+        return Page[Variable].model_validate(self._call("POST", "/variables/filter", body))
+
+    # -- transaction records and locks --------------------------------------------------------------
+    # Keys may hold any character, so they travel in the query string or the body, never the path.
+
+    def read_record(self, key: str) -> TransactionRecord | None:
+        """The record committed under ``key`` (``None``: none, or expired)."""
+        try:
+            return TransactionRecord.model_validate(self._call("GET", f"/records?key={_segment(key)}"))
+        except NotFoundError:
+            return None
+
+    def commit_record(
+        self,
+        key: str,
+        data: dict[str, Any],
+        *,
+        expires_at: datetime | None = None,
+        overwrite: bool = False,
+        fencing_token: int | None = None,
+    ) -> CommitResult:
+        """Commit a record once. Raises ``LockLostError`` when ``fencing_token`` is stale."""
+        body = {
+            "data": data,
+            "expires_at": expires_at.isoformat() if expires_at is not None else None,
+            "overwrite": overwrite,
+            "fencing_token": fencing_token,
+        }
+        try:
+            return CommitResult.model_validate(self._call("PUT", f"/records?key={_segment(key)}", body))
+        except ConditionFailedError as exc:
+            raise LockLostError(key, None, fencing_token or 0, str(exc)) from None
+
+    def delete_record(self, key: str) -> bool:
+        """Delete a record; return whether there was one."""
+        return bool(self._call("DELETE", f"/records?key={_segment(key)}")["deleted"])
+
+    def acquire_lock(self, key: str, holder: str, lease_s: float, *, wait_s: float | None = 0.0) -> Lease:
+        """Take the lock on ``key``, polling up to ``wait_s`` (``None``: as long as it takes).
+
+        The API never waits (a function would be billed for it, and gateways cut requests off):
+        a held lock answers 409 at once, and this client polls with jitter.
+
+        Raises:
+            LockTimeoutError: another holder kept the lock for the whole wait.
+        """
+        start = time.monotonic()
+        body = {"key": key, "holder": holder, "lease_s": lease_s}
+        while True:
+            try:
+                return Lease.model_validate(self._call("POST", "/locks/acquire", body))
+            except ConditionFailedError:
+                waited = time.monotonic() - start
+                if wait_s is not None and waited >= wait_s:
+                    current = self._current_lock(key)
+                    raise LockTimeoutError(
+                        key,
+                        holder,
+                        current.holder if current else "?",
+                        current.expires_at.timestamp() if current else 0.0,
+                        waited,
+                    ) from None
+                pause = LOCK_POLL_S * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+                time.sleep(pause if wait_s is None else max(0.0, min(pause, wait_s - waited)))
+
+    def renew_lock(self, lease: Lease) -> Lease:
+        """Extend a lease. Raises ``LockLostError`` when another holder took over."""
+        return Lease.model_validate(self._lease_call("/locks/renew", lease))
+
+    def release_lock(self, lease: Lease) -> None:
+        """Let go of a lock. Raises ``LockLostError`` when another holder took over."""
+        self._lease_call("/locks/release", lease)
+
+    def _lease_call(self, path: str, lease: Lease) -> Any:
+        try:
+            return self._call("POST", path, lease.model_dump(mode="json"))
+        except ConditionFailedError as exc:
+            raise LockLostError(lease.key, lease.holder, lease.token, str(exc)) from None
+
+    def _current_lock(self, key: str) -> Lease | None:
+        try:
+            return Lease.model_validate(self._call("GET", f"/locks?key={_segment(key)}"))
+        except NotFoundError:
+            return None
+
     # -- transport ---------------------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:
         url = self._base + path
         for attempt in range(self._attempts):
             try:
@@ -120,15 +299,23 @@ class HttpClient:
                     raise BackendError(f"the Overcast API at {self._base} is unreachable: {exc}") from exc
             else:
                 if response.status_code not in RETRYABLE or attempt == self._attempts - 1:
-                    return _answer(response)
+                    return _answer(response, raw=raw)
             time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311 - jitter, not crypto
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _answer(response: httpx2.Response) -> Any:
+def _segment(text: str) -> str:
+    """``text`` as one path segment or query value: a name holding ``/``, ``?`` or ``&`` cannot
+    reach another route or parameter."""
+    return quote(text, safe="")
+
+
+def _answer(response: httpx2.Response, *, raw: bool = False) -> Any:
     status = response.status_code
     if status < 400:
-        return response.json()
+        if raw:
+            return response.content
+        return response.json() if response.content else None
     try:
         detail = response.json().get("detail")
     except ValueError:

@@ -12,6 +12,7 @@ import inspect
 import logging
 import random
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from overcast import _task_engine as engine
@@ -68,6 +69,19 @@ class Task(HookedCallable, Generic[P, R]):
         log_prints: send ``print`` to the run's log (default: the flow's setting).
         on_completion, on_failure, on_running: hooks ``(task, task_run, state)``; a hook's
             exception is logged, never raised.
+        persist_result: store the result (and a record of the run under its cache key);
+            default: when a cache policy or ``cache_key_fn`` is given, or the flow persists.
+        result_storage: where results go: a blob store URL (``s3://bucket/prefix``,
+            ``file:///path``), a ``ResultStore``; default the flow's, else the settings' store.
+        result_serializer: ``"pickle"`` (default), ``"json"``, ``"compressed/pickle"``,
+            ``"compressed/json"`` or a ``Serializer``.
+        cache_policy: how the cache key is computed (``INPUTS``, ``TASK_SOURCE``, ``RUN_ID``,
+            ``FLOW_PARAMETERS``, ``NO_CACHE``, combined with ``+``/``-``); default ``DEFAULT``.
+        cache_key_fn: ``(context, parameters) -> str | None``, instead of a policy.
+        cache_expiration: how long a recorded result counts (a ``timedelta``).
+        refresh_cache: run even when a record exists, and replace it.
+        on_commit, on_rollback: hooks ``(transaction)`` run when the run's transaction commits
+            or rolls back (rollbacks newest first).
     """
 
     def __init__(
@@ -88,6 +102,15 @@ class Task(HookedCallable, Generic[P, R]):
         on_completion: list[Callable[..., Any]] | None = None,
         on_failure: list[Callable[..., Any]] | None = None,
         on_running: list[Callable[..., Any]] | None = None,
+        persist_result: bool | None = None,
+        result_storage: Any = None,
+        result_serializer: Any = None,
+        cache_policy: Any = None,
+        cache_key_fn: Callable[..., str | None] | None = None,
+        cache_expiration: timedelta | None = None,
+        refresh_cache: bool | None = None,
+        on_commit: list[Callable[..., Any]] | None = None,
+        on_rollback: list[Callable[..., Any]] | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"@task needs a function, not {type(fn).__name__}")
@@ -112,12 +135,30 @@ class Task(HookedCallable, Generic[P, R]):
         self.on_completion_hooks = list(on_completion or [])
         self.on_failure_hooks = list(on_failure or [])
         self.on_running_hooks = list(on_running or [])
+        self.persist_result = persist_result
+        self.result_storage = result_storage
+        self.result_serializer = result_serializer
+        self.cache_policy = cache_policy
+        self.cache_key_fn = cache_key_fn
+        self.cache_expiration = cache_expiration
+        self.refresh_cache = refresh_cache
+        self.on_commit_hooks = list(on_commit or [])
+        self.on_rollback_hooks = list(on_rollback or [])
+        # Asked for a cache explicitly: results persist unless persist_result says otherwise.
+        self.caches = cache_key_fn is not None or (
+            cache_policy is not None and not _is_no_cache(cache_policy)
+        )
+        # Runs in a transaction of its own (checked on every call: keep it one attribute).
+        self.transactional = bool(
+            self.caches or persist_result or self.on_commit_hooks or self.on_rollback_hooks
+        )
         self.is_async = inspect.iscoroutinefunction(fn)
         self.is_generator = inspect.isgeneratorfunction(fn)
         self.is_async_generator = inspect.isasyncgenfunction(fn)
         self.task_key = _task_key(fn)
         self._delays = self._resolve_delays()
         self._signature: inspect.Signature | None = None
+        self._plain: dict[str, Any] | None = None
         self.__doc__ = self.description
         self.__wrapped__ = fn
 
@@ -187,7 +228,26 @@ class Task(HookedCallable, Generic[P, R]):
             "on_completion": self.on_completion_hooks,
             "on_failure": self.on_failure_hooks,
             "on_running": self.on_running_hooks,
+            "persist_result": self.persist_result,
+            "result_storage": self.result_storage,
+            "result_serializer": self.result_serializer,
+            "cache_policy": self.cache_policy,
+            "cache_key_fn": self.cache_key_fn,
+            "cache_expiration": self.cache_expiration,
+            "refresh_cache": self.refresh_cache,
+            "on_commit": self.on_commit_hooks,
+            "on_rollback": self.on_rollback_hooks,
         }
+
+    def on_commit(self, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: add a hook ``(transaction)`` run when the run's transaction commits."""
+        self.transactional = True
+        return self._add_hook("commit", hook)
+
+    def on_rollback(self, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: add a hook ``(transaction)`` run when the run's transaction rolls back."""
+        self.transactional = True
+        return self._add_hook("rollback", hook)
 
     # -- for the engine -----------------------------------------------------------------------------
 
@@ -208,9 +268,24 @@ class Task(HookedCallable, Generic[P, R]):
         """The call's arguments by parameter name, defaults applied."""
         if self._signature is None:
             self._signature = inspect.signature(self.fn)
-        bound = self._signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        return dict(bound.arguments)
+            self._plain = _plain_parameters(self._signature)
+        plain = self._plain
+        # A plain signature (named parameters only) called validly binds without inspect (µs).
+        if plain is not None and len(args) <= len(plain) and not (kwargs.keys() - plain.keys()):
+            names = list(plain)
+            bound = dict(zip(names, args, strict=False))
+            if not (kwargs.keys() & bound.keys()):
+                bound.update(kwargs)
+                for name in names[len(args) :]:
+                    if name not in bound:
+                        if plain[name] is inspect.Parameter.empty:
+                            break  # a missing argument: inspect says which
+                        bound[name] = plain[name]
+                else:
+                    return {name: bound[name] for name in names}
+        call = self._signature.bind(*args, **kwargs)
+        call.apply_defaults()
+        return dict(call.arguments)
 
     def retry_delay(self, record: TaskRunRecord, exc: BaseException) -> float | None:
         """The pause before retrying after attempt ``record.run_count`` failed; ``None``: no retry."""
@@ -258,6 +333,20 @@ class Task(HookedCallable, Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"
+
+
+def _plain_parameters(signature: inspect.Signature) -> dict[str, Any] | None:
+    """Parameter name -> default (``Parameter.empty``: none), when all are positional-or-keyword."""
+    params = signature.parameters.values()
+    if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params):
+        return None
+    return {p.name: p.default for p in params}
+
+
+def _is_no_cache(policy: Any) -> bool:
+    from overcast.cache_policies import NO_CACHE
+
+    return policy is NO_CACHE
 
 
 def _task_key(fn: Callable[..., Any]) -> str:

@@ -23,6 +23,7 @@ from overcast.client import DirectClient
 from overcast.core.models import FlowRun, LogLine, TaskRun
 from overcast.core.schemas import FlowRunFilter, TaskRunFilter
 from overcast.core.services import ControlPlane
+from overcast.core.settings import Settings
 from overcast.core.states import State
 
 
@@ -69,10 +70,12 @@ class Harness:
 @contextmanager
 def overcast_test_harness() -> Iterator[Harness]:
     """Run the block against a fresh in-memory control plane; yield a ``Harness`` over it."""
-    from overcast.adapters.factory import open_store
+    from overcast.adapters.factory import open_blobs, open_store
 
-    plane = ControlPlane(open_store("memory://"))
-    runtime = Runtime(DirectClient(plane))
+    # Results go to a named in-memory blob store: private to the block, found again by its URL.
+    blobs_url = f"memory://harness-{uuid.uuid4().hex}"
+    plane = ControlPlane(open_store("memory://"), blobs=open_blobs(blobs_url))
+    runtime = Runtime(DirectClient(plane), Settings(blobs=blobs_url))
     with use_runtime(runtime):
         yield Harness(runtime, plane)
     runtime.close()

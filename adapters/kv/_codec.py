@@ -14,6 +14,7 @@ import base64
 import enum
 import json
 import math
+import re
 import uuid
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -190,11 +191,11 @@ class _TagCounter:
 def decode_data(text: str) -> dict[str, Any]:
     """Decode the codec's JSON text back into attributes (the inverse of ``encode_data``)."""
     if _TAG not in text:
-        try:
-            fast: dict[str, Any] = orjson.loads(text)  # nothing tagged: orjson alone
+        # Nothing tagged: orjson alone, unless a run of 20+ digits may be an int past 64 bits,
+        # which orjson would read as a float (the standard library keeps it an int).
+        if _LONG_DIGITS.search(text) is None:
+            fast: dict[str, Any] = orjson.loads(text)
             return fast
-        except orjson.JSONDecodeError:
-            pass  # an int past 64 bits: the standard library's decoder holds it
         hook = None
     else:
         hook = _revive_escaped if _TAG + _ESCAPE in text else _revive
@@ -221,6 +222,7 @@ class _UnsupportedValueError(Exception):
 
 _TAG_TEXT = '"' + _TAG
 _TAG_BYTES = _TAG_TEXT.encode()
+_LONG_DIGITS = re.compile(r"[0-9]{20}")  # every int past 64 bits has 20 digits or more
 # Dataclasses, datetimes and subclasses of str, int, dict and list reach ``default`` (and so the
 # standard library's rules) instead of orjson's own encodings.
 _ORJSON_OPTIONS = (

@@ -16,13 +16,15 @@ TARGETS: dict[str, tuple[str, float | None]] = {
     "map": ("overhead_us", 100),  # per task run, .map() then .result()
     "flow_runs": ("overhead_us", 100),  # per flow run
     "tasks_outside": ("overhead_us", None),  # per task run with no flow: no target in the issue
+    "cache_miss": ("overhead_us", None),  # per cached task run that runs and commits: report only
+    "cache_hit": ("overhead_us", 100),  # per cached task run answered by its record
     "import": ("import_s", 10),  # `import X`, as the issue words it
     "import_flow_task": ("import_flow_task_s", 10),  # what a user runs: `from X import flow, task`
 }
 # reported with a target but left out of ``all_met``: not one of the issue's targets
 EXTRA = frozenset({"import_flow_task"})
 RSS_TARGET = 2  # Overcast's peak RSS at most half of Prefect's
-RUN_WORKLOADS = ("sequential", "submit", "map", "flow_runs", "tasks_outside")
+RUN_WORKLOADS = ("sequential", "submit", "map", "flow_runs", "tasks_outside", "cache_miss", "cache_hit")
 
 
 def _ratio(prefect: Any, overcast: Any) -> float | None:

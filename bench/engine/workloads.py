@@ -12,6 +12,10 @@ Workloads (``n`` is the number of units; the unit is a task run, or a flow run f
 - ``map``: one flow doing ``add.map(range(n))``, then ``.result()`` on each future;
 - ``flow_runs``: n calls of an empty flow;
 - ``tasks_outside``: n calls of ``add(i)`` with no flow around them;
+- ``cache_miss``: one flow calling a cached ``add(i)`` (``cache_key_fn``, persisted result) n
+  times under keys no run used before: each call runs, persists and commits its record;
+- ``cache_hit``: the same flow over keys committed before timing: each call reads its record
+  and the result instead of running;
 - ``import``: ``import X`` and ``from X import flow, task`` timed in fresh interpreters;
 - ``probe``: one flow with one task, to learn whether the framework runs at all here.
 
@@ -43,11 +47,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-WORKLOADS = ("probe", "sequential", "submit", "map", "flow_runs", "tasks_outside", "import")
+WORKLOADS = (
+    "probe",
+    "sequential",
+    "submit",
+    "map",
+    "flow_runs",
+    "tasks_outside",
+    "cache_miss",
+    "cache_hit",
+    "import",
+)
 # the parent's wall clock (time.time()) just before it spawned this interpreter
 T0_ENV = "BENCH_ENGINE_T0"
 IMPORT_REPEAT = 5
-FLOW_OF_TASKS = ("sequential", "submit", "map")  # one flow run around n task runs
+FLOW_OF_TASKS = ("sequential", "submit", "map", "cache_miss", "cache_hit")  # one flow run around n task runs
 IMPORT_TIMEOUT_S = 60
 
 
@@ -88,6 +102,21 @@ class Units:
         def empty() -> None:
             return None
 
+        # Prefect 3 and Overcast read cache_key_fn(context, parameters) alike.
+        @task(
+            cache_key_fn=lambda context, parameters: f"{parameters['salt']}-{parameters['x']}",
+            persist_result=True,
+        )
+        def cached_add(x: int, salt: str) -> int:
+            return x + 1
+
+        @flow
+        def cached(n: int, salt: str) -> int:
+            return sum(cached_add(i, salt) for i in range(n))
+
+        self.cached = cached
+        self.salt = f"hit-{os.getpid()}-{time.time_ns()}"  # this process's committed keys
+
         self.add = add
         self.flows: dict[str, Callable[[int], int]] = {
             "probe": sequential,
@@ -105,6 +134,10 @@ class Units:
             return
         if workload == "tasks_outside":
             total = sum(self.add(i) for i in range(n))
+        elif workload == "cache_miss":
+            total = self.cached(n, f"miss-{os.getpid()}-{time.time_ns()}")  # keys never used before
+        elif workload == "cache_hit":
+            total = self.cached(n, self.salt)
         else:
             total = self.flows[workload](n)
         if total != n * (n + 1) // 2:
@@ -182,6 +215,8 @@ def measure_units(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.warmup:
         units.run(workload, min(args.warmup, n))
+    if workload == "cache_hit":
+        units.run(workload, n)  # commit every key the timed runs read
     # The one flow run around the tasks, timed alone (n=0) so as to report the tasks' own cost.
     # Before the timed runs: after them, Prefect's server is still ingesting their events, and an
     # empty flow run then takes seconds.

@@ -14,7 +14,16 @@ from overcast.core.services import ControlPlane
 from overcast.core.settings import Settings
 from overcast.handlers.api import errors
 from overcast.handlers.api.auth import BearerAuth
-from overcast.handlers.api.routes import flow_runs, flows, health, logs, task_runs
+from overcast.handlers.api.routes import (
+    artifacts,
+    flow_runs,
+    flows,
+    health,
+    logs,
+    task_runs,
+    transactions,
+    variables,
+)
 
 API_PREFIX = "/api"
 
@@ -33,7 +42,9 @@ def create_app(plane: ControlPlane, *, settings: Settings | None = None) -> Fast
     app = FastAPI(
         title="Overcast control plane",
         version=__version__,
-        description="Flows, flow runs, task runs and logs of Overcast, the serverless orchestrator.",
+        description=(
+            "Flows, flow runs, task runs, logs, artifacts and variables of Overcast, the serverless orchestrator."
+        ),
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
@@ -42,7 +53,7 @@ def create_app(plane: ControlPlane, *, settings: Settings | None = None) -> Fast
     errors.install(app)
     protected = [Depends(BearerAuth(settings.api_key))]
     app.include_router(health.router, prefix=API_PREFIX)
-    for module in (flows, flow_runs, task_runs, logs):
+    for module in (flows, flow_runs, task_runs, logs, transactions, artifacts, variables):
         app.include_router(
             module.router, prefix=API_PREFIX, dependencies=protected, responses=errors.ERROR_RESPONSES
         )

@@ -17,7 +17,12 @@ import typer
 from overcast import __version__
 
 # modules with a ``register(app: typer.Typer) -> None``, in the order --help lists them
-COMMANDS: tuple[str, ...] = ("overcast.infra.cli.server", "overcast.infra.cli.runs")
+COMMANDS: tuple[str, ...] = (
+    "overcast.infra.cli.server",
+    "overcast.infra.cli.runs",
+    "overcast.infra.cli.artifacts",
+    "overcast.infra.cli.variables",
+)
 
 
 def version() -> None:

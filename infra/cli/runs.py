@@ -6,6 +6,7 @@ They ask the control plane the engine uses (in process over the embedded store, 
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
@@ -81,6 +82,7 @@ def flow_run_ls(
     flow_name: Annotated[
         list[str] | None, typer.Option("--flow", help="Only runs of this flow (repeatable).")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the runs as a JSON array.")] = False,
 ) -> None:
     """List flow runs, newest first."""
     from rich.table import Table
@@ -98,6 +100,9 @@ def flow_run_ls(
     except (OvercastError, ValueError) as exc:
         _fail(f"cannot list flow runs: {exc}")
         return
+    if as_json:
+        typer.echo(json.dumps([run.model_dump(mode="json") for run in page.items], indent=2))
+        return
     table = Table("Flow", "Name", "State", "Started", "Duration", "Runs", title="Flow runs")
     table.add_column("ID", no_wrap=True, min_width=36)  # whole, so it can be copied
     for run in page.items:
@@ -112,6 +117,27 @@ def flow_run_ls(
             str(run.id),
         )
     _console().print(table)
+
+
+@flow_run_app.command("retry")
+def flow_run_retry(run_id: Annotated[uuid.UUID, typer.Argument(help="The flow run's id.")]) -> None:
+    """Mark a flow run for another attempt (AwaitingRetry), whatever its state.
+
+    Then run it again with OVERCAST_FLOW_RUN_ID set to its id: tasks whose results were
+    persisted and committed are not redone.
+    """
+    from overcast.core.errors import NotFoundError
+    from overcast.core.states import AwaitingRetry
+
+    client = _client()
+    try:
+        answer = client.set_flow_run_state(run_id, AwaitingRetry(message="retry asked for"), force=True)
+    except NotFoundError:
+        _fail(f"no flow run {run_id}")
+        return
+    _console().print(
+        f"flow run {run_id} is {_state(answer.state)}; run it with OVERCAST_FLOW_RUN_ID={run_id}"
+    )
 
 
 @flow_run_app.command("inspect")

@@ -142,6 +142,13 @@ def test_values_without_nulls_or_huge_ints_round_trip_identically(store: KeyValu
         assert strict_equal(item[name], value), (name, item[name], value)
 
 
+@pytest.mark.parametrize("number", [10**30 + 1, -(2**64), 2**64 - 1, -(2**63), 12345678901234567890])
+def test_big_ints_read_back_as_ints_in_items_with_nothing_tagged(store: KeyValueStore, number: int) -> None:
+    store.put({"pk": "P", "sk": "S", "n": number, "text": "plain"})
+    item = store.get("P", "S")
+    assert item is not None and strict_equal(item["n"], number)
+
+
 @pytest.mark.parametrize("with_null", [False, True])
 def test_uuids_and_enums_are_stored_as_their_json_form(store: KeyValueStore, with_null: bool) -> None:
     run_id = uuid.uuid4()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +12,7 @@ import uvicorn
 from support import wait_until
 
 from overcast._runtime import Runtime, use_runtime
-from overcast.adapters.factory import open_store
+from overcast.adapters.factory import open_blobs, open_store
 from overcast.core.services import ControlPlane
 from overcast.core.settings import Settings
 from overcast.handlers.api import create_app
@@ -20,7 +21,7 @@ from overcast.testing import Harness, overcast_test_harness
 
 
 def _http_harness() -> Iterator[Harness]:
-    plane = ControlPlane(open_store("memory://"))
+    plane = ControlPlane(open_store("memory://"), blobs=open_blobs("memory://"))
     app = create_app(plane, settings=Settings(api_key="engine-suite"))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -30,7 +31,7 @@ def _http_harness() -> Iterator[Harness]:
     thread.start()
     wait_until(lambda: server.started, timeout=10)
     client = HttpClient(f"http://127.0.0.1:{port}", api_key="engine-suite")
-    runtime = Runtime(client)
+    runtime = Runtime(client, Settings(blobs=f"memory://engine-suite-{uuid.uuid4().hex}"))
     try:
         with use_runtime(runtime):
             yield Harness(runtime, plane)

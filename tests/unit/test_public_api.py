@@ -7,17 +7,25 @@ import overcast
 
 def test_all_is_pinned() -> None:
     assert overcast.__all__ == [
+        "Artifact",
         "Flow",
         "Settings",
         "State",
         "Task",
+        "Variable",
         "__version__",
+        "create_image_artifact",
+        "create_link_artifact",
+        "create_markdown_artifact",
+        "create_progress_artifact",
+        "create_table_artifact",
         "flow",
         "flush",
         "get_run_context",
         "get_run_logger",
         "task",
         "unmapped",
+        "update_progress_artifact",
     ]
 
 

@@ -1,0 +1,112 @@
+"""What a task run's transaction needs: its cache key, where its result goes, how long it counts.
+
+Prefect 3's rules: a task persists its result when ``persist_result`` says so, or (left unset)
+when it asks for a cache (a cache policy other than ``NO_CACHE``, or a ``cache_key_fn``) or its
+flow persists results. A persisting run is recorded under the key its cache policy computes
+(``DEFAULT``: inputs, task source, flow run id), so a retried flow run redoes only what did not
+complete. Results go to the task's ``result_storage``, else the flow's, else the settings' blob
+store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from overcast._records import TaskRunRecord
+    from overcast._runtime import Runtime
+    from overcast.context import FlowRunContext
+    from overcast.results import ResultStore
+    from overcast.tasks import Task
+
+
+@dataclass(slots=True)
+class Plan:
+    """A task run's persistence: ``store`` None means nothing is persisted."""
+
+    key: str | None = None
+    refresh: bool = False
+    expires_at: datetime | None = None
+    store: ResultStore | None = None
+    result_key: str = ""
+
+    def persist(self, value: Any) -> dict[str, Any] | None:
+        """Persist ``value`` and return its reference (``None`` when nothing is persisted)."""
+        if self.store is None:
+            return None
+        return self.store.persist(self.result_key, value)
+
+
+_NOTHING = Plan()
+
+
+def plan(
+    task: Task[..., Any],
+    record: TaskRunRecord,
+    runtime: Runtime,
+    flow_ctx: FlowRunContext | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Plan:
+    """The persistence plan of one run of ``task`` with these arguments.
+
+    Raises:
+        CacheKeyError: an input the cache policy cannot hash (the message names it).
+    """
+    flow = flow_ctx.flow if flow_ctx is not None else None  # None in a process-pool worker too
+    persist = task.persist_result
+    if persist is None:
+        persist = task.caches or bool(flow is not None and flow.persist_result)
+    if not persist:
+        return _NOTHING
+    from overcast.cache_policies import DEFAULT, CacheKeyContext, CacheKeyFnPolicy
+
+    policy = (
+        CacheKeyFnPolicy(task.cache_key_fn) if task.cache_key_fn is not None else task.cache_policy or DEFAULT
+    )
+    inputs = task.parameters(args, kwargs)
+    context = CacheKeyContext(
+        task_key=task.task_key,
+        task_name=task.name,
+        fn=task.fn,
+        flow_run_id=flow_ctx.flow_run.id if flow_ctx is not None else None,
+        task_run_id=record.id,
+        parameters=inputs,
+        task=task,
+        task_run=record,
+    )
+    key = policy.compute_key(context, inputs, flow_ctx.parameters if flow_ctx is not None else {})
+    expires_at = datetime.now(UTC) + task.cache_expiration if task.cache_expiration is not None else None
+    return Plan(
+        key=key,
+        refresh=bool(task.refresh_cache),
+        expires_at=expires_at,
+        store=result_store(task, flow, runtime.settings.blobs_url),
+        result_key=key or record.text,
+    )
+
+
+_stores: dict[tuple[Any, Any], ResultStore] = {}
+
+
+def result_store(task: Task[..., Any], flow: Any, default_storage: str) -> ResultStore:
+    """The result store of ``task`` (in ``flow``): its own storage and serializer, else the flow's,
+    else ``default_storage`` (the runtime's blob store) and pickle. Built once per combination."""
+    from overcast.results import ResultStore
+
+    storage = (
+        task.result_storage if task.result_storage is not None else getattr(flow, "result_storage", None)
+    )
+    if isinstance(storage, ResultStore):
+        return storage
+    serializer = task.result_serializer or getattr(flow, "result_serializer", None)
+    spec = (storage if storage is not None else default_storage, serializer)
+    try:
+        return _stores[spec]
+    except KeyError:
+        store = _stores[spec] = ResultStore(*spec)
+        return store
+    except TypeError:  # an unhashable serializer or storage: nothing to remember it by
+        return ResultStore(*spec)

@@ -1,0 +1,64 @@
+"""Fixtures of the control-plane suites: one key-value backend per parameter."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from overcast.adapters.factory import open_store
+from overcast.adapters.kv.dynamodb import DynamoDBKeyValueStore, create_table
+from overcast.adapters.kv.memory import MemoryKeyValueStore
+from overcast.core.ports import KeyValueStore
+
+KV_BACKENDS = ["memory", "sqlite", pytest.param("dynamodb", marks=pytest.mark.aws)]
+
+
+@dataclass(frozen=True)
+class KvBackend:
+    """A backend under test: how to open its store here, and the URL another process opens.
+
+    Attributes:
+        name: ``memory``, ``sqlite`` or ``dynamodb``.
+        url: the store's URL for other processes; ``None`` for memory (it lives in one process).
+    """
+
+    name: str
+    url: str | None
+    client: Any = None
+    table: str | None = None
+
+    def open(self, clock: Callable[[], float] = time.time) -> KeyValueStore:
+        """Open the backend's store in this process (a memory store is new on each call)."""
+        if self.name == "memory":
+            return MemoryKeyValueStore(clock=clock)
+        if self.name == "sqlite":
+            assert self.url is not None
+            return open_store(self.url, clock=clock)
+        assert self.table is not None
+        return DynamoDBKeyValueStore(self.table, client=self.client, clock=clock)
+
+
+@pytest.fixture(params=KV_BACKENDS)
+def kv_backend(
+    request: pytest.FixtureRequest, tmp_path: Path, unique: Callable[[str], str]
+) -> Iterator[KvBackend]:
+    """Each backend in turn; a DynamoDB table is created on the AWS target and dropped after."""
+    name = request.param
+    if name == "memory":
+        yield KvBackend(name, None)
+    elif name == "sqlite":
+        yield KvBackend(name, f"sqlite://{tmp_path / 'kv.db'}")
+    else:
+        aws = request.getfixturevalue("aws")
+        table = unique("overcast-txn")
+        client = aws.client("dynamodb")
+        create_table(client, table)
+        try:
+            yield KvBackend(name, f"dynamodb://{table}?{aws.query()}", client, table)
+        finally:
+            client.delete_table(TableName=table)
