@@ -195,9 +195,12 @@ MAX_IMAGE_BYTES = 4 * 1024 * 1024
 """The largest image an artifact may upload (base64 in a JSON body stays under Lambda's 6 MB)."""
 Description = Annotated[str, StringConstraints(max_length=20_000)]
 Url = Annotated[
-    str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://[^\s]+$")
+    str,
+    StringConstraints(
+        min_length=1, max_length=2048, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://[^\x00-\x20\x7f-\x9f]+$"
+    ),
 ]
-"""An absolute URL with a scheme and no whitespace (``https://…``, ``s3://…``)."""
+"""An absolute URL with a scheme, without spaces or control characters (``https://…``, ``s3://…``)."""
 TableData = list[dict[str, JsonValue]] | dict[str, list[JsonValue]] | list[list[JsonValue]]
 """A table: rows as dicts, columns as lists, or rows as lists."""
 
@@ -206,12 +209,29 @@ def json_size(value: object) -> int:
     """The length in characters of ``value`` as compact JSON.
 
     Raises:
-        ValueError: the value holds NaN or an infinity, which JSON cannot carry.
+        ValueError: the value holds NaN or an infinity, which JSON cannot carry, or text that is
+            not valid Unicode (a lone surrogate), which no store keeps.
     """
+    return len(_json_text(value))
+
+
+def json_bytes(value: object) -> int:
+    """The size in bytes of ``value`` as compact JSON in UTF-8 (raises as ``json_size`` does)."""
+    return len(_json_text(value).encode())
+
+
+def _json_text(value: object) -> str:
     try:
-        return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except ValueError:
         raise ValueError("NaN and infinite numbers are not JSON; use null instead") from None
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError(
+            "text must be valid Unicode; this holds a lone surrogate (half a UTF-16 pair)"
+        ) from None
+    return text
 
 
 class _ArtifactCreate(_Request):
@@ -233,14 +253,15 @@ class _ArtifactCreate(_Request):
 
     @model_validator(mode="after")
     def _bounded(self) -> Self:
+        json_size(self.description)
         data = getattr(self, "data", None)
-        if isinstance(data, str | list | dict):
-            size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=True).encode())
-            if size > MAX_ARTIFACT_DATA_BYTES:
-                raise ValueError(
-                    f"the artifact's data is {size:,} bytes as JSON, over the limit of "
-                    f"{MAX_ARTIFACT_DATA_BYTES:,}; split it, or link to a file instead"
-                )
+        if isinstance(data, BaseModel):
+            json_size(data.model_dump(mode="json"))
+        elif (size := json_bytes(data)) > MAX_ARTIFACT_DATA_BYTES:
+            raise ValueError(
+                f"the artifact's data is {size:,} bytes as JSON, over the limit of "
+                f"{MAX_ARTIFACT_DATA_BYTES:,}; split it, or link to a file instead"
+            )
         return self
 
 
@@ -259,11 +280,6 @@ class TableArtifactCreate(_ArtifactCreate):
 
     type: Literal["table"]
     data: TableData
-
-    @model_validator(mode="after")
-    def _finite(self) -> Self:
-        json_size(self.data)
-        return self
 
 
 class LinkData(_Request):
@@ -383,6 +399,11 @@ class ArtifactUpdate(_Request):
     data: Percentage | None = None
     description: Description | None = None
 
+    @model_validator(mode="after")
+    def _unicode(self) -> Self:
+        json_size(self.description)
+        return self
+
 
 class ArtifactFilter(_Request):
     """Which artifacts to list: all given criteria must hold.
@@ -406,7 +427,8 @@ MAX_VARIABLE_VALUE_LENGTH = 5_000
 """The most characters a variable's value may take as compact JSON (Prefect's limit)."""
 
 
-def _check_variable_value(value: JsonValue) -> None:
+def _check_variable(value: JsonValue, tags: list[str] | None) -> None:
+    json_size(tags)
     size = json_size(value)
     if size > MAX_VARIABLE_VALUE_LENGTH:
         raise ValueError(
@@ -430,7 +452,7 @@ class VariableCreate(_Request):
 
     @model_validator(mode="after")
     def _bounded(self) -> Self:
-        _check_variable_value(self.value)
+        _check_variable(self.value, self.tags)
         return self
 
 
@@ -442,8 +464,7 @@ class VariableUpdate(_Request):
 
     @model_validator(mode="after")
     def _bounded(self) -> Self:
-        if "value" in self.model_fields_set:
-            _check_variable_value(self.value)
+        _check_variable(self.value if "value" in self.model_fields_set else None, self.tags)
         return self
 
 

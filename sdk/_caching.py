@@ -1,6 +1,6 @@
 """What a task run's transaction needs: its cache key, where its result goes, how long it counts.
 
-Prefect 3's rules: a task persists its result when ``persist_result`` says so, or (left unset)
+Prefect 3's rules, with one difference (a policy's key is scoped to its task): a task persists its result when ``persist_result`` says so, or (left unset)
 when it asks for a cache (a cache policy other than ``NO_CACHE``, or a ``cache_key_fn``) or its
 flow persists results. A persisting run is recorded under the key its cache policy computes
 (``DEFAULT``: inputs, task source, flow run id), so a retried flow run redoes only what did not
@@ -78,6 +78,11 @@ def plan(
         task_run=record,
     )
     key = policy.compute_key(context, inputs, flow_ctx.parameters if flow_ctx is not None else {})
+    if key is not None and task.cache_key_fn is None:
+        # A policy's key is scoped to its task: two tasks called with the same inputs under
+        # INPUTS never answer for each other (Prefect's keys are not scoped). A cache_key_fn's
+        # key is the user's to share, e.g. with a transaction of the same key.
+        key = f"{_scope(task)}/{key}"
     expires_at = datetime.now(UTC) + task.cache_expiration if task.cache_expiration is not None else None
     return Plan(
         key=key,
@@ -86,6 +91,12 @@ def plan(
         store=result_store(task, flow, runtime.settings.blobs_url),
         result_key=key or record.text,
     )
+
+
+def _scope(task: Task[..., Any]) -> str:
+    """The task's name in its module: stable across code changes (TASK_SOURCE covers those)."""
+    fn = task.fn
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', task.name)}"
 
 
 _stores: dict[tuple[Any, Any], ResultStore] = {}

@@ -8,8 +8,10 @@ handler calls ``flush()`` before it returns, and the buffer flushes itself at in
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from overcast._records import TaskRunRecord
@@ -89,6 +91,42 @@ class _Prebuilt:
         return self._document
 
 
+class RecordCache:
+    """The transaction records this process read or committed, newest kept (an LRU).
+
+    Committed records do not change, so a cache hit needs no store round trip; as in Prefect
+    (whose result stores keep results in memory), a process answers from what it has seen. A
+    record past its ``expires_at`` is dropped on lookup; refreshing (``overwrite``) replaces
+    it; SERIALIZABLE transactions always read the store. A record another process deletes is
+    still answered here until it expires or this process ends.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        """The live record of ``key``, or ``None``."""
+        with self._lock:
+            record = self._items.get(key)
+            if record is None:
+                return None
+            if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return record
+
+    def put(self, record: Any) -> None:
+        """Remember ``record`` (a ``TransactionRecord``) under its key."""
+        with self._lock:
+            self._items[record.key] = record
+            self._items.move_to_end(record.key)
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
 class Runtime:
     """A client and its reporter.
 
@@ -102,6 +140,7 @@ class Runtime:
         self.client = client
         self.settings = settings or Settings()
         self.reporter: Reporter = reporter or Reporter(client)
+        self.records = RecordCache()
 
     def close(self) -> None:
         """Flush and stop the reporter."""

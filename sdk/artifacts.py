@@ -167,8 +167,9 @@ def update_progress_artifact(
         The artifact's id.
 
     Raises:
-        ValueError: a progress outside 0-100, or the artifact is not a progress artifact.
+        ValueError: a progress outside 0-100.
         NotFoundError: no such artifact.
+        ConditionFailedError: the artifact is not a progress artifact.
     """
     update = ArtifactUpdate(data=progress, description=description)
     return _client()[0].update_artifact(artifact_id, update).id

@@ -227,7 +227,15 @@ class Transaction:
                 self._lease = client.acquire_lock(self.key, _holder(), DEFAULT_LEASE_S, wait_s=None)
                 self._renewer = _Renewer(self._runtime, self._lease)
         if self.key is not None and not self.overwrite:
-            self._record = client.read_record(self.key)
+            records = self._runtime.records
+            # SERIALIZABLE reads the store itself: the lock orders it after other processes' commits.
+            cached = records.get(self.key) if self._lease is None else None
+            if cached is not None:
+                self._record = cached
+            else:
+                self._record = client.read_record(self.key)
+                if self._record is not None:
+                    records.put(self._record)
         self.state = TransactionState.ACTIVE
         if self.parent is not None:
             self.parent._children.append(self)
@@ -252,6 +260,7 @@ class Transaction:
                 fencing_token=lease.token if lease is not None else None,
             )
             self._record = result.record
+            self._runtime.records.put(result.record)
         self.state = TransactionState.COMMITTED
         for hook in self._on_commit:
             _run_hook(hook, self, "on_commit")

@@ -66,6 +66,23 @@ class ArtifactConflictError(ConditionFailedError):
     """Raised when a creation or update kept losing races to other writers (extreme contention)."""
 
 
+class NotProgressError(ConditionFailedError):
+    """Raised when progress is set on an artifact of another type (the API answers 409).
+
+    Attributes:
+        artifact_id: the artifact.
+        artifact_type: its type.
+    """
+
+    def __init__(self, artifact_id: uuid.UUID, artifact_type: str) -> None:
+        self.artifact_id, self.artifact_type = artifact_id, artifact_type
+        super().__init__(*keys.artifact(artifact_id), "a progress artifact")
+        self.args = (
+            f"artifact {artifact_id} is a {artifact_type} artifact; only a progress artifact's data changes "
+            "in place (create a new version under its key instead)",
+        )
+
+
 def image_type(data: bytes) -> str | None:
     """The media type of an image, recognised from its first bytes (PNG, JPEG, GIF, WebP, SVG)."""
     for signature, offset, media_type in _SIGNATURES:
@@ -268,7 +285,7 @@ class Artifacts:
 
         Raises:
             NotFoundError: no such artifact.
-            InvalidValueError: ``data`` was given for an artifact that is not a progress artifact.
+            NotProgressError: ``data`` was given for an artifact that is not a progress artifact.
             ArtifactConflictError: the artifact kept changing under us (extreme contention).
         """
         for _ in range(MAX_ATTEMPTS):
@@ -276,10 +293,7 @@ class Artifacts:
             changes: dict[str, Any] = {}
             if update.data is not None:
                 if artifact.type != "progress" or not isinstance(artifact.data, int | float):
-                    raise InvalidValueError(
-                        f"artifact {artifact_id} is a {artifact.type} artifact; only a progress artifact's "
-                        "data changes in place (create a new version under its key instead)"
-                    )
+                    raise NotProgressError(artifact_id, artifact.type)
                 if update.data < artifact.data:
                     return artifact  # progress never goes back
                 if update.data != artifact.data:

@@ -100,17 +100,21 @@ def _allowed_methods(request: Request) -> list[str]:
 def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # FastAPI's own answer, except that an input holding NaN or an infinity (which Python's JSON
-    # parser accepts) is echoed as text: FastAPI's renderer would fail on it with a 500.
+    # parser accepts) or a lone surrogate is echoed as text: FastAPI's renderer would fail on it
+    # with a 500.
     return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
 
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, str):
+        # a lone surrogate (JSON's "\ud800") cannot be encoded as UTF-8: echo it escaped
+        return value.encode("utf-8", "backslashreplace").decode()
     if isinstance(value, list):
         return [_json_safe(v) for v in value]
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
     return value
 
 

@@ -63,14 +63,21 @@ def artifact_ls(
     except OvercastError as exc:
         _fail(f"cannot list artifacts: {exc}")
         return
-    table = Table("Key", "Version", "Type", "Summary", "Flow run", "Created", title="Artifacts")
+    # on a narrow terminal the summary and the dates wrap; the rest keeps its width
+    table = Table(title="Artifacts")
+    table.add_column("Key", no_wrap=True, min_width=12)
+    table.add_column("Version", min_width=7, justify="right")
+    table.add_column("Type", min_width=8)
+    table.add_column("Summary", max_width=40)
+    table.add_column("Flow run", min_width=8)
+    table.add_column("Created", min_width=10)
     table.add_column("ID", no_wrap=True, min_width=36)  # whole, so it can be copied
     for artifact in page.items:
         table.add_row(
             artifact.key or "-",
             str(artifact.version) if artifact.version else "-",
             artifact.type,
-            summary(artifact),
+            summary(artifact, 40),
             str(artifact.flow_run_id)[:8] if artifact.flow_run_id else "-",
             _when(artifact.created),
             str(artifact.id),

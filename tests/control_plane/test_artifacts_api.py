@@ -194,7 +194,7 @@ def test_progress_only_moves_forward_and_shows_at_once(api: TestClient) -> None:
 def test_only_progress_data_changes_in_place(api: TestClient) -> None:
     report = create(api, type="markdown", data="text")
     refused = api.patch(f"/api/artifacts/{report['id']}", json={"data": 50})
-    assert refused.status_code == 422 and "progress" in refused.json()["detail"][0]["msg"]
+    assert refused.status_code == 409 and "only a progress artifact" in refused.json()["detail"]
     assert (
         api.patch(f"/api/artifacts/{report['id']}", json={"description": "new"}).json()["description"]
         == "new"
@@ -268,13 +268,17 @@ def test_bad_artifacts_get_a_clear_422(api: TestClient, body: dict[str, Any], me
     assert message in " ".join(entry["msg"] for entry in response.json()["detail"])
 
 
-def test_nan_in_a_table_is_a_422_not_a_500(api: TestClient) -> None:
-    response = api.post(
-        "/api/artifacts",
-        content=b'{"type": "table", "data": [[1, NaN]]}',
-        headers={"content-type": "application/json"},
-    )
-    assert response.status_code == 422 and "NaN" in response.json()["detail"][0]["msg"]
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"type": "table", "data": [[1, NaN]]}', "NaN"),
+        (b'{"type": "table", "data": [{"name": "\\udc00"}]}', "lone surrogate"),
+        (b'{"type": "markdown", "data": "\\ud800"}', "unicode"),
+    ],
+)
+def test_what_json_cannot_carry_is_a_422_not_a_500(api: TestClient, raw: bytes, message: str) -> None:
+    response = api.post("/api/artifacts", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and message in response.json()["detail"][0]["msg"]
 
 
 def test_an_oversized_image_names_the_limit(api: TestClient) -> None:

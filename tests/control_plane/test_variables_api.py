@@ -130,13 +130,16 @@ def test_reading_by_an_invalid_name_is_a_422(api: TestClient) -> None:
     assert "lowercase letters" in response.json()["detail"][0]["msg"]
 
 
-def test_nan_is_not_a_value(api: TestClient) -> None:
-    response = api.post(
-        "/api/variables",
-        content=b'{"name": "n", "value": [NaN]}',
-        headers={"content-type": "application/json"},
-    )
-    assert response.status_code == 422 and "NaN" in response.json()["detail"][0]["msg"]
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"name": "n", "value": [NaN]}', "NaN"),
+        (b'{"name": "n", "value": {"text": "\\ud800"}}', "lone surrogate"),
+    ],
+)
+def test_what_json_cannot_carry_is_a_422_not_a_500(api: TestClient, raw: bytes, message: str) -> None:
+    response = api.post("/api/variables", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and message in response.json()["detail"][0]["msg"]
 
 
 def test_listing_by_prefix_and_tags_in_pages(api: TestClient) -> None:

@@ -32,7 +32,7 @@ from overcast.artifacts import (
     acreate_table_artifact,
     aupdate_progress_artifact,
 )
-from overcast.core.errors import InvalidValueError, NotFoundError
+from overcast.core.errors import ConditionFailedError, InvalidValueError, NotFoundError
 from overcast.core.schemas import ArtifactFilter
 from overcast.testing import Harness
 
@@ -152,7 +152,7 @@ def test_progress_never_goes_back(harness: Harness) -> None:
     assert (artifact.data, artifact.description) == (80, "most of it")
     with pytest.raises(ValidationError, match="less than or equal to 100"):
         update_progress_artifact(progress, 100.5)
-    with pytest.raises(InvalidValueError, match="only a progress artifact"):
+    with pytest.raises(ConditionFailedError, match="only a progress artifact"):
         update_progress_artifact(create_markdown_artifact("x"), 10)
     with pytest.raises(NotFoundError):
         update_progress_artifact(uuid.uuid4(), 10)

@@ -469,3 +469,20 @@ def test_a_task_keeps_its_results_on_s3_and_another_process_reads_them(
         check=True,
     )
     assert out.stdout.strip() == str(sum(range(1000)))
+
+
+def test_two_tasks_caching_on_inputs_never_answer_for_each_other(harness: Harness) -> None:
+    @task(cache_policy=INPUTS)
+    def square(x: int) -> int:
+        return x * x
+
+    @task(cache_policy=INPUTS)
+    def cube(x: int) -> int:
+        return x**3
+
+    @flow
+    def pipeline() -> tuple[int, int]:
+        return square(3), cube(3)
+
+    assert pipeline() == (9, 27)
+    assert pipeline() == (9, 27)

@@ -15,6 +15,12 @@ from overcast.handlers.api.routes._deps import Plane
 router = APIRouter(prefix="/artifacts", tags=["artifacts"])
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such artifact"}}
 CONFLICT = {409: {"model": ErrorResponse, "description": "Other writers kept winning; try again"}}
+NOT_PROGRESS = {
+    409: {
+        "model": ErrorResponse,
+        "description": "Progress was given for an artifact that is not a progress artifact, or other writers kept winning",
+    }
+}
 
 
 @router.post(
@@ -71,7 +77,7 @@ def read_artifact_image(artifact_id: uuid.UUID, plane: Plane) -> Response:
     return Response(content, media_type=media_type)
 
 
-@router.patch("/{artifact_id:uuid}", response_model=Artifact, responses={**NOT_FOUND, **CONFLICT})
+@router.patch("/{artifact_id:uuid}", response_model=Artifact, responses={**NOT_FOUND, **NOT_PROGRESS})
 def update_artifact(artifact_id: uuid.UUID, body: ArtifactUpdate, plane: Plane) -> Artifact:
     """Move a progress artifact forward (a lower value is ignored) or change a description."""
     return plane.artifacts.update(artifact_id, body)
