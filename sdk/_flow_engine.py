@@ -43,9 +43,12 @@ class RunAbortedError(OvercastError):
 class _Run:
     """One flow run's life: create, start, attempt, finish."""
 
-    def __init__(self, flow: Flow[..., Any], parameters: dict[str, Any]) -> None:
+    def __init__(
+        self, flow: Flow[..., Any], parameters: dict[str, Any], existing: FlowRun | None = None
+    ) -> None:
         self.flow = flow
         self.parameters = parameters
+        self.existing = existing
         self.parent = flow_run_context.get()
         self.runtime: Runtime = self.parent.runtime if self.parent else get_runtime()
         self.client = self.runtime.client
@@ -53,6 +56,9 @@ class _Run:
         self.run: FlowRun
 
     def create(self) -> None:
+        if self.existing is not None:
+            self.run = self.existing
+            return
         if self.parent is None and (existing := _claim_existing_run(self.runtime)) is not None:
             self.run = self.client.read_flow_run(existing)
             return
@@ -172,10 +178,30 @@ def _claim_existing_run(runtime: Runtime) -> uuid.UUID | None:
     return run_id
 
 
-def run_flow(flow: Flow[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
+def execute_flow_run(flow: Flow[..., Any], flow_run: FlowRun, *, return_state: bool = False) -> Any:
+    """Run an existing flow run (a deployment's, dispatched to a runner) with its own parameters.
+
+    Raises:
+        RunAbortedError: the control plane refused to start it (another runner claimed it, it
+            is already over, or it was cancelled).
+    """
+    kwargs = dict(flow_run.parameters)
+    if flow.is_async:
+        return asyncio.run(run_flow_async(flow, (), kwargs, return_state, existing=flow_run))
+    return run_flow(flow, (), kwargs, return_state, existing=flow_run)
+
+
+def run_flow(
+    flow: Flow[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    return_state: bool,
+    *,
+    existing: FlowRun | None = None,
+) -> Any:
     """Run a sync flow on this thread; return its result (or its final state)."""
     parameters = flow.validated_parameters(args, kwargs)
-    life = _Run(flow, parameters)
+    life = _Run(flow, parameters, existing)
     life.create()
     call = _caller(flow, parameters, args, kwargs)
     while True:
@@ -200,11 +226,16 @@ def run_flow(flow: Flow[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 
 
 async def run_flow_async(
-    flow: Flow[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool
+    flow: Flow[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    return_state: bool,
+    *,
+    existing: FlowRun | None = None,
 ) -> Any:
     """Run an async flow in the caller's event loop; return its result (or its final state)."""
     parameters = flow.validated_parameters(args, kwargs)
-    life = _Run(flow, parameters)
+    life = _Run(flow, parameters, existing)
     life.create()
     call: Callable[[], Awaitable[Any]] = _caller(flow, parameters, args, kwargs)
     while True:

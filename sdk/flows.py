@@ -232,3 +232,48 @@ def flow(__fn: Callable[P, R] | None = None, **options: Any) -> Any:
     if __fn is not None:
         return Flow(__fn, **options)
     return lambda fn: Flow(fn, **options)
+
+
+def load_flow_from_entrypoint(entrypoint: str) -> Flow[..., Any]:
+    """Load the flow an entrypoint names: ``path/to/file.py:flow_name`` or ``package.module:flow_name``.
+
+    A file path is imported as a module of its own (relative paths from the working
+    directory); a dotted name is imported from ``sys.path``.
+
+    Raises:
+        ValueError: a malformed entrypoint, or one that names something other than a flow.
+        FileNotFoundError: the file does not exist.
+        ImportError: the module cannot be imported.
+    """
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    where, sep, attribute = entrypoint.rpartition(":")
+    if not sep or not where or not attribute:
+        raise ValueError(f"entrypoint {entrypoint!r} must be 'path/to/file.py:flow' or 'module:flow'")
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        path = Path(where).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"entrypoint {entrypoint!r}: no file {path}")
+        name = f"overcast_entrypoint_{abs(hash(str(path)))}"
+        module = sys.modules.get(name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"entrypoint {entrypoint!r}: cannot import {path}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            sys.path.insert(0, str(path.parent))  # its sibling modules import as they would when run
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[name]
+                raise
+    else:
+        module = importlib.import_module(where)
+    target = getattr(module, attribute, None)
+    if not isinstance(target, Flow):
+        raise ValueError(f"entrypoint {entrypoint!r} names {type(target).__name__}, not a @flow")
+    return target

@@ -168,9 +168,18 @@ def encode_data(data: dict[str, Any]) -> str:
         text = json.dumps(data, default=counter, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError):
         text = None  # the walk below says exactly what was refused, and where
-    if text is not None and text.count(_TAG_TEXT) == counter.tags:
+    if text is not None and text.count(_TAG_TEXT) == counter.tags and _utf8(text):
         return text
     return _ENCODER.encode(_prepare(data, ""))
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (no lone surrogate, which no backend can store)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _TagCounter:
@@ -245,14 +254,8 @@ def _tag(value: Any) -> Any:
 
 def _prepare(value: Any, path: str) -> Any:
     """Return ``value`` as plain JSON types, tagging bytes and Decimals and escaping tag-like keys."""
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _UnsupportedValueError(f"{path or 'value'} is {value}, which no backend stores as a number")
-        return value
+    if value is None or isinstance(value, bool | int | float | str | Decimal):
+        return _scalar(value, path)
     if isinstance(value, dict):
         out = {}
         for key, inner in value.items():
@@ -268,18 +271,26 @@ def _prepare(value: Any, path: str) -> Any:
         return [_prepare(inner, f"{path}[{i}]") for i, inner in enumerate(value)]
     if isinstance(value, bytes | bytearray | memoryview):
         return {_TAG: "bytes", "v": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise _UnsupportedValueError(
-                f"{path or 'value'} is Decimal {value}, which no backend stores as a number"
-            )
-        return {_TAG: "decimal", "v": str(value)}
     if isinstance(value, uuid.UUID | enum.Enum):
         return str(value) if isinstance(value, uuid.UUID) else _prepare(value.value, path)
     raise _UnsupportedValueError(
         f"{path or 'value'} is a {type(value).__name__}; items hold None, bool, int, float, Decimal, "
         "str, bytes, lists and string-keyed dicts"
     )
+
+
+def _scalar(value: Any, path: str) -> Any:
+    """A scalar as the codec stores it; non-finite numbers and lone surrogates are refused."""
+    where = path or "value"
+    if isinstance(value, str) and not _utf8(value):
+        raise _UnsupportedValueError(f"{where} holds a lone surrogate, which is not valid Unicode text")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _UnsupportedValueError(f"{where} is {value}, which no backend stores as a number")
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise _UnsupportedValueError(f"{where} is Decimal {value}, which no backend stores as a number")
+        return {_TAG: "decimal", "v": str(value)}
+    return value
 
 
 def _revive(obj: dict[str, Any]) -> Any:

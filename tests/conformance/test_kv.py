@@ -188,6 +188,7 @@ def test_tuples_read_back_as_lists(store: KeyValueStore) -> None:
         ({(1, 2): "a"}, "tuple key"),
         (object(), "object"),
         (datetime.now(UTC), "datetime"),
+        ("half a pair \ud800 of surrogates", "surrogate"),
     ],
 )
 def test_unsupported_values_are_refused(store: KeyValueStore, value: Any, words: str) -> None:
