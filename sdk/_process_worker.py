@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from overcast._records import TaskRunRecord
-from overcast._runtime import Runtime
+from overcast._runtime import Runtime, client_for
 from overcast.context import FlowRunContext, flow_run_context
 
 if TYPE_CHECKING:
@@ -47,12 +47,13 @@ class _NoRunner:
 
 
 class _NoClient:
-    """The client inside a worker: flows, caches and transactions cannot be used from there."""
+    """The client inside a worker whose parent's control plane lives in the parent's memory."""
 
     def __getattr__(self, name: str) -> Any:
         raise RuntimeError(
-            "a task running in a process-pool worker cannot call flows, use a cache or open a "
-            f"transaction (it asked for {name}); run such tasks on the thread pool"
+            f"a task in a process-pool worker asked the control plane for {name}, but the flow's "
+            "control plane lives in its process's memory (the test harness's); use a file or "
+            "cloud store, or run such tasks on the thread pool"
         )
 
 
@@ -62,9 +63,12 @@ def run(payload: bytes) -> bytes:
 
     from overcast._task_engine import run_prepared
 
-    task, record, args, kwargs, flow_run, parameters, log_prints = cloudpickle.loads(payload)
+    task, record, args, kwargs, flow_run, parameters, log_prints, settings = cloudpickle.loads(payload)
     collector = _Collector()
-    runtime = Runtime(_NoClient(), reporter=collector)  # type: ignore[arg-type]
+    # Task runs go back to the parent with the outcome; caches, transactions, artifacts and
+    # variables use the parent's control plane directly, when the settings say how to reach it.
+    client = client_for(settings) if settings is not None else _NoClient()
+    runtime = Runtime(client, settings, reporter=collector)  # type: ignore[arg-type]
     ctx = FlowRunContext(
         flow=None,  # type: ignore[arg-type]
         flow_run=flow_run,

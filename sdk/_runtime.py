@@ -134,11 +134,21 @@ class Runtime:
         client: the control plane.
         settings: the settings it was built from.
         reporter: what receives bookkeeping (default: a write-behind ``Reporter`` to ``client``).
+        portable: whether another process reaches the same control plane from ``settings``
+            (true when the runtime was built from them; false for an in-memory test harness).
     """
 
-    def __init__(self, client: Client, settings: Settings | None = None, reporter: Any = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings | None = None,
+        reporter: Any = None,
+        *,
+        portable: bool = False,
+    ) -> None:
         self.client = client
         self.settings = settings or Settings()
+        self.portable = portable  # another process reaches the same control plane from ``settings``
         self.reporter: Reporter = reporter or Reporter(client)
         self.records = RecordCache()
 
@@ -164,12 +174,26 @@ def _build(settings: Settings) -> Runtime:
     if settings.api_url:
         from overcast.http_client import HttpClient
 
-        return Runtime(HttpClient(settings.api_url, api_key=settings.api_key), settings)
+        return Runtime(HttpClient(settings.api_url, api_key=settings.api_key), settings, portable=True)
     from overcast.adapters.factory import open_store
     from overcast.client import DirectClient
     from overcast.core.services import ControlPlane
 
-    return Runtime(DirectClient(ControlPlane(open_store(settings.store_url))), settings)
+    portable = not settings.store_url.startswith("memory:")  # a memory store lives in one process
+    return Runtime(DirectClient(ControlPlane(open_store(settings.store_url))), settings, portable=portable)
+
+
+def client_for(settings: Settings) -> Client:
+    """A client to the control plane ``settings`` name (built once per process and settings)."""
+    key = settings.model_dump_json()
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = _build(settings).client
+        return client
+
+
+_clients: dict[str, Client] = {}
 
 
 @contextmanager

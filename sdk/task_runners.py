@@ -125,16 +125,9 @@ class ProcessPoolTaskRunner(TaskRunner):
 
 
 def _dispatch(run: SubmittedRun, processes: ProcessPoolExecutor) -> Any:
-    import cloudpickle
-
     from overcast import _process_worker
 
-    args, kwargs = run.resolve_inputs()
-    ctx = run.flow_ctx
-    payload = cloudpickle.dumps(
-        (run.task, run.record, args, kwargs, ctx.flow_run, ctx.parameters, ctx.log_prints)
-    )
-    outcome = processes.submit(_process_worker.run, payload).result()
+    outcome = processes.submit(_process_worker.run, _payload(run)).result()
     return _process_worker.settle(run, outcome)
 
 
@@ -210,8 +203,13 @@ def _payload(run: SubmittedRun) -> bytes:
 
     args, kwargs = run.resolve_inputs()
     ctx = run.flow_ctx
+    # The settings let the worker reach the same control plane (for caches, transactions,
+    # artifacts, variables); an in-process one (the test harness's) it cannot reach.
+    settings = run.runtime.settings if run.runtime.portable else None
     return bytes(
-        cloudpickle.dumps((run.task, run.record, args, kwargs, ctx.flow_run, ctx.parameters, ctx.log_prints))
+        cloudpickle.dumps(
+            (run.task, run.record, args, kwargs, ctx.flow_run, ctx.parameters, ctx.log_prints, settings)
+        )
     )
 
 

@@ -486,3 +486,46 @@ def test_two_tasks_caching_on_inputs_never_answer_for_each_other(harness: Harnes
 
     assert pipeline() == (9, 27)
     assert pipeline() == (9, 27)
+
+
+def test_process_pool_tasks_cache_through_the_same_control_plane(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from pathlib import Path
+        from overcast import flow, task
+        from overcast.cache_policies import INPUTS
+        from overcast.task_runners import ProcessPoolTaskRunner
+
+        ledger = Path(sys.argv[1])
+
+        @task(cache_policy=INPUTS)
+        def heavy(x: int) -> int:
+            with ledger.open("a") as out:
+                out.write(f"{os.getpid()}\\n")
+            return x * x
+
+        @flow(task_runner=ProcessPoolTaskRunner(2))
+        def pipeline() -> list[int]:
+            return [f.result() for f in heavy.map([1, 2, 3])]
+
+        if __name__ == "__main__":
+            print(pipeline(), pipeline())
+        """
+    )
+    (tmp_path / "flow.py").write_text(script)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OVERCAST_")}
+    env["OVERCAST_HOME"] = str(tmp_path / "home")
+    ledger = tmp_path / "ledger"
+    out = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, str(tmp_path / "flow.py"), str(ledger)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert out.stdout.strip() == "[1, 4, 9] [1, 4, 9]"
+    pids = ledger.read_text().split()
+    assert len(pids) == 3  # the second run was answered from the records the workers committed
+    assert str(os.getpid()) not in pids
