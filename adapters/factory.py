@@ -10,11 +10,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overcast.core.errors import ConfigurationError
 from overcast.core.ports import BlobStore, Invoker, KeyValueStore, Queue
 from overcast.core.settings import BackendURL, Settings
+
+if TYPE_CHECKING:
+    from overcast.core.services import ControlPlane
 
 Clock = Callable[[], float]
 
@@ -172,6 +175,25 @@ class Adapters:
         """The blob store."""
         blobs: BlobStore = self._get("blobs", lambda: open_blobs(self.settings.blobs_url))
         return blobs
+
+    def control_plane(self) -> ControlPlane:
+        """The control plane over these adapters: the store, the blobs (opened when the first image
+        artifact arrives, not at every cold start) and the queues and functions of push pools."""
+        from overcast.core.services import ControlPlane
+
+        return ControlPlane(
+            self.store, blobs=lambda: self.blobs, open_queue=self.queue_at, open_invoker=self.invoker_at
+        )
+
+    def queue_at(self, url: str) -> Queue:
+        """The queue ``url`` names (a work pool's), opened once per URL."""
+        queue: Queue = self._get(f"queue:{url}", lambda: open_queue(url))
+        return queue
+
+    def invoker_at(self, url: str) -> Invoker:
+        """The invoker ``url`` names (a work pool's functions), opened once per URL."""
+        invoker: Invoker = self._get(f"invoker:{url}", lambda: open_invoker(url, self.settings.functions))
+        return invoker
 
     @property
     def queue(self) -> Queue:

@@ -8,6 +8,7 @@ flow run            ``RUN#<id>``                 ``META``                       
                                                                                  ``<expected start>#<id>``;
                                                                                  gsi2 ``RUNS#<s>`` / same
 flow run state      ``RUN#<id>``                 ``STATE#<ts>#<state id>``
+flow run lease      ``RUN#<id>``                 ``LEASE``                       (ttl: a day past the lease)
 idempotency key     ``RUNKEY#<flow id>#<key>``   ``META``
 task run            ``TASKRUN#<id>``             ``META``                        gsi2 ``RUNTASKS#<flow run>`` /
                                                                                  ``<created>#<id>``
@@ -19,6 +20,20 @@ artifact            ``ART#<id>``                 ``META``                       
                                                                                  gsi2 ``ARTS#<s>`` / same
 artifact version    ``ARTKEY#<key>``             ``V#<version, 10 digits>``
 variable            ``VAR#<name>``               ``META``                        gsi2 ``VARS#<s>`` / name
+deployment          ``DEPLOY#<id>``              ``META``                        gsi2 ``DEPLOYS#<s>`` /
+                                                                                 ``<flow name>/<name>``
+deployment slots    ``DEPLOY#<id>``              ``SLOTS``
+deployment due      ``DEPLOY#<id>``              ``DUE``                         gsi1 ``DUE#<s>`` /
+                                                                                 ``<due>#<id>``
+deployment's run    ``DEPLOYRUNS#<id>``          ``<expected start>#<run id>``   (while SCHEDULED)
+pool's run          ``POOLRUNS#<pool>#<s>``      ``<expected start>#<run id>``   (while SCHEDULED, PENDING or RUNNING)
+work pool           ``POOL#<name>``              ``META``                        gsi2 ``POOLS#<s>`` / name
+work queue          ``POOL#<pool>``              ``QUEUE#<name>``
+worker              ``POOL#<pool>``              ``WORKER#<name>``               (ttl: a day past its heartbeat)
+event               ``EVT#<id>``                 ``META``                        gsi1 ``EVTS#<yyyymmdd>#<s>`` /
+                                                                                 ``<occurred>#<id>``;
+                                                                                 gsi2 ``EVTRES#<resource id>`` /
+                                                                                 same; (ttl: retention)
 ==================  ===========================  ==============================  =========================
 
 A flow run's states are items of the run's own partition, so its history is one query. Task runs
@@ -36,8 +51,33 @@ one, and a new version is claimed with a conditional put of ``V#<n+1>``, so raci
 distinct versions. Variables are keyed by name (names are unique and immutable) and listed by
 name through gsi2.
 
+A work pool's queues and workers live in the pool's partition, so one query reads everything a
+pool's status is derived from (its settings, its queues, its workers' heartbeats); pools are
+listed by name through gsi2. A worker's item expires a day after its last heartbeat, long after
+the sweep has reported it offline. Each item keeps the last status reported for it, so a
+status change is detected by comparing it with the derived one and recorded by a conditional
+write (one event per change).
+
+An event is keyed by its id, so ingest is one conditional put and a repeat changes nothing; it is
+listed newest first per day through gsi1 (a query of the last week reads at most eight day
+partitions) and per resource through gsi2, and expires through the ttl after the retention
+period (7 days by default).
+
+A deployment's id is derived from its flow's name and its own (``deployment_id_for``), so a read
+by name is a read by id, and two racing creations of one deployment meet on one item. Its
+partition also holds its concurrency slots (the limit, the strategy, and the runs holding a
+slot, changed under the item's version in the same transaction as a run's state) and, while it
+is active and has an active schedule, its due item: gsi1 ``DUE#<s>`` sorts deployments by when
+the scheduler must next look at them, so a tick reads only those that are due. Flow runs of a
+deployment, and of a work pool, get index items of their own, written in the same transaction
+as the run (a run item's two index slots are taken): ``DEPLOYRUNS#…`` lists a deployment's
+scheduled runs (what pausing it deletes), ``POOLRUNS#…`` a pool's scheduled, pending and running runs
+in the order they are due (what its workers poll, and what its concurrency limits count). Both are sparse: a run leaves them when it
+moves on, so they hold only what is waiting.
+
 Hot partitions: a DynamoDB partition takes ~1,000 writes/s, so the partitions every run of a
-kind shares (``RUNSTATE#…``, ``RUNS#…``, ``FLOWS#…``, ``ARTS#…``, ``VARS#…``) carry a shard
+kind shares (``RUNSTATE#…``, ``RUNS#…``, ``FLOWS#…``, ``ARTS#…``, ``VARS#…``, ``POOLS#…``,
+``EVTS#…``, ``DEPLOYS#…``, ``DUE#…``, ``POOLRUNS#…``) carry a shard
 suffix ``<s>``. The shard count is a parameter of these functions; it is 1 today, and readers
 query every shard.
 """
@@ -52,6 +92,7 @@ from overcast.core.errors import InvalidKeyError
 from overcast.core.states import StateType
 
 META = "META"
+LEASE = "LEASE"
 STATE_PREFIX = "STATE#"
 SHARDS = 1
 
@@ -123,6 +164,11 @@ def flow_run(run_id: uuid.UUID) -> tuple[str, str]:
 def flow_run_state(run_id: uuid.UUID, moment: datetime, state_id: uuid.UUID) -> tuple[str, str]:
     """One entry of a flow run's state history."""
     return f"RUN#{run_id}", f"{STATE_PREFIX}{ts(moment)}#{state_id}"
+
+
+def flow_run_lease(run_id: uuid.UUID) -> tuple[str, str]:
+    """The run's lease: renewed by its runner's heartbeats, read by the reaper (ttl)."""
+    return f"RUN#{run_id}", LEASE
 
 
 def flow_run_sort(expected_start: datetime, run_id: uuid.UUID) -> str:
@@ -260,3 +306,108 @@ def variable(name: str) -> tuple[str, str]:
 def variables_index(shard: int = 0) -> str:
     """gsi2 partition listing variables by name."""
     return f"VARS#{shard}"
+
+
+# -- work pools, work queues, workers ----------------------------------------------------------
+
+QUEUE_PREFIX = "QUEUE#"
+WORKER_PREFIX = "WORKER#"
+
+
+def work_pool(name: str) -> tuple[str, str]:
+    """The work pool's item."""
+    return f"POOL#{name}", META
+
+
+def work_pool_partition(name: str) -> str:
+    """The partition holding a work pool, its queues and its workers."""
+    return f"POOL#{name}"
+
+
+def work_pools_index(shard: int = 0) -> str:
+    """gsi2 partition listing work pools by name."""
+    return f"POOLS#{shard}"
+
+
+def work_queue(pool: str, name: str) -> tuple[str, str]:
+    """A work queue's item, in its pool's partition."""
+    return f"POOL#{pool}", f"{QUEUE_PREFIX}{name}"
+
+
+def worker(pool: str, name: str) -> tuple[str, str]:
+    """A worker's item, in its pool's partition."""
+    return f"POOL#{pool}", f"{WORKER_PREFIX}{name}"
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+def event(event_id: uuid.UUID) -> tuple[str, str]:
+    """The event's item."""
+    return f"EVT#{event_id}", META
+
+
+def events_of_day(day: str, shard: int = 0) -> str:
+    """gsi1 partition of the events that occurred on ``day`` (``yyyymmdd``, UTC)."""
+    return f"EVTS#{day}#{shard}"
+
+
+def event_day(occurred: datetime) -> str:
+    """The ``yyyymmdd`` (UTC) of an event's partition in gsi1."""
+    return f"{occurred.year:04d}{occurred.month:02d}{occurred.day:02d}"
+
+
+def events_of_resource(resource_id: str) -> str:
+    """gsi2 partition of the events about one resource (its ``overcast.resource.id``)."""
+    return f"EVTRES#{resource_id}"
+
+
+def event_sort(occurred: datetime, event_id: uuid.UUID) -> str:
+    """An event's sort key in both indexes: when it occurred, then its id."""
+    return f"{ts(occurred)}#{event_id}"
+
+
+# -- deployments -------------------------------------------------------------------------------
+
+SLOTS = "SLOTS"
+DUE = "DUE"
+
+
+def deployment(deployment_id: uuid.UUID) -> tuple[str, str]:
+    """The deployment's item."""
+    return f"DEPLOY#{deployment_id}", META
+
+
+def deployments_index(shard: int = 0) -> str:
+    """gsi2 partition listing deployments by ``<flow name>/<name>``."""
+    return f"DEPLOYS#{shard}"
+
+
+def deployment_slots(deployment_id: uuid.UUID | str) -> tuple[str, str]:
+    """The deployment's concurrency slots: its limit, its strategy and the runs holding a slot."""
+    return f"DEPLOY#{deployment_id}", SLOTS
+
+
+def deployment_due(deployment_id: uuid.UUID) -> tuple[str, str]:
+    """When the scheduler must next look at the deployment (present while it can be scheduled)."""
+    return f"DEPLOY#{deployment_id}", DUE
+
+
+def due_index(shard: int = 0) -> str:
+    """gsi1 partition of the deployments the scheduler looks at, by when they are due."""
+    return f"DUE#{shard}"
+
+
+def due_sort(due: datetime, deployment_id: uuid.UUID) -> str:
+    """A due item's sort key: when, then the deployment's id."""
+    return f"{ts(due)}#{deployment_id}"
+
+
+def deployment_runs(deployment_id: uuid.UUID | str) -> str:
+    """The partition of a deployment's scheduled runs (one index item each)."""
+    return f"DEPLOYRUNS#{deployment_id}"
+
+
+def pool_runs(pool: str, shard: int = 0) -> str:
+    """The partition of a work pool's scheduled and pending runs (one index item each)."""
+    return f"POOLRUNS#{pool}#{shard}"

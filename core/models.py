@@ -79,6 +79,9 @@ class FlowRun(BaseModel):
         name: a human name (a template's output, or generated).
         flow_id, flow_name: the flow it runs.
         deployment_id: the deployment that created it, if any.
+        work_pool_name, work_queue_name: where it waits to be picked up (a deployment's run).
+        job_variables: overrides of the work pool's job template for this run.
+        auto_scheduled: created by the scheduler from a deployment's schedule.
         parent_task_run_id: for a subflow, the task run in the parent flow that stands for it.
         parameters: the flow's parameters (JSON).
         tags: tags.
@@ -99,6 +102,10 @@ class FlowRun(BaseModel):
     flow_id: uuid.UUID
     flow_name: Name
     deployment_id: uuid.UUID | None = None
+    work_pool_name: Name | None = None
+    work_queue_name: Name | None = None
+    job_variables: dict[str, JsonValue] | None = None
+    auto_scheduled: bool = False
     parent_task_run_id: uuid.UUID | None = None
     parameters: Parameters = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list)
@@ -219,6 +226,33 @@ VariableName = Annotated[
     WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 255, "pattern": VARIABLE_NAME_PATTERN}),
 ]
 """A variable name: 1-255 lowercase letters, digits, underscores and dashes (``s3_bucket``)."""
+WORK_POOL_NAME_PATTERN = r"^[a-z0-9_-]+$"
+"""The rule for the names of work pools, work queues and workers."""
+_POOL_NAME_RULE = "use lowercase letters, digits, underscores and dashes"
+_POOL_NAME_SCHEMA = WithJsonSchema(
+    {"type": "string", "minLength": 1, "maxLength": 100, "pattern": WORK_POOL_NAME_PATTERN}
+)
+WorkPoolName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=100),
+    AfterValidator(_pattern_check("work pool name", WORK_POOL_NAME_PATTERN, _POOL_NAME_RULE)),
+    _POOL_NAME_SCHEMA,
+]
+"""A work pool's name: 1-100 lowercase letters, digits, underscores and dashes (``gpu-pool``)."""
+WorkQueueName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=100),
+    AfterValidator(_pattern_check("work queue name", WORK_POOL_NAME_PATTERN, _POOL_NAME_RULE)),
+    _POOL_NAME_SCHEMA,
+]
+"""A work queue's name, unique within its pool (the same rule; every pool has ``default``)."""
+WorkerName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=100),
+    AfterValidator(_pattern_check("worker name", WORK_POOL_NAME_PATTERN, _POOL_NAME_RULE)),
+    _POOL_NAME_SCHEMA,
+]
+"""A worker's name, unique within its pool (the same rule)."""
 ArtifactType = Literal["markdown", "table", "link", "progress", "image"]
 """What an artifact holds; it decides the shape of ``Artifact.data``."""
 ARTIFACT_TYPES: tuple[ArtifactType, ...] = ("markdown", "table", "link", "progress", "image")

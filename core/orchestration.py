@@ -18,15 +18,17 @@ Decisions:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from overcast.core.models import FlowRun
-from overcast.core.states import AwaitingRetry, State, StateType
+from overcast.core.states import AwaitingRetry, Cancelled, State, StateType
 
 # A run may start this early without being told to wait (clocks of runners and the API differ).
 SCHEDULE_TOLERANCE = timedelta(seconds=1)
+SLOT_WAIT_SECONDS = 10.0
+"""How long a run that found its deployment's concurrency limit reached waits before proposing again."""
 
 
 class Decision(StrEnum):
@@ -36,6 +38,44 @@ class Decision(StrEnum):
     REJECT = "REJECT"
     WAIT = "WAIT"
     ABORT = "ABORT"
+
+
+class CollisionStrategy(StrEnum):
+    """What happens to a deployment's run that finds the deployment's concurrency limit reached.
+
+    ``ENQUEUE``: it waits (``WAIT``) and proposes again until a slot frees up.
+    ``CANCEL_NEW``: it is cancelled.
+    """
+
+    ENQUEUE = "ENQUEUE"
+    CANCEL_NEW = "CANCEL_NEW"
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentSlots:
+    """A deployment's concurrency limit as orchestration sees it.
+
+    Attributes:
+        limit: how many of its runs may hold a slot at once.
+        strategy: what happens to a run that finds them all taken.
+        holders: ids (as text) of the runs holding a slot now.
+    """
+
+    limit: int
+    strategy: CollisionStrategy = CollisionStrategy.ENQUEUE
+    holders: frozenset[str] = field(default_factory=frozenset)
+
+
+def holds_slot(state: State) -> bool:
+    """Whether a run in ``state`` occupies a deployment concurrency slot.
+
+    A slot is taken on the way to PENDING or RUNNING and kept through RUNNING, CANCELLING and
+    PAUSED; a run that leaves them (finishes, is rescheduled, or is Suspended: its process
+    exits) gives it back.
+    """
+    if state.type is StateType.PAUSED:
+        return not state.details.pause_reschedule
+    return state.type in (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +101,17 @@ def _abort(reason: str) -> Verdict:
 
 
 Rule = Callable[[FlowRun, State, datetime], Verdict | None]
+
+
+def _deployment_concurrency(run: FlowRun, proposed: State, slots: DeploymentSlots) -> Verdict | None:
+    if not holds_slot(proposed) or str(run.id) in slots.holders:
+        return None
+    if len(slots.holders) < slots.limit:
+        return None
+    taken = f"its deployment's concurrency limit of {slots.limit} is reached ({len(slots.holders)} running)"
+    if slots.strategy is CollisionStrategy.CANCEL_NEW:
+        return _reject(f"{taken}; the run is cancelled (CANCEL_NEW)", write=Cancelled(f"Cancelled: {taken}"))
+    return Verdict(Decision.WAIT, None, f"{taken}; waiting for a slot", SLOT_WAIT_SECONDS)
 
 
 def _duplicate(run: FlowRun, proposed: State, now: datetime) -> Verdict | None:
@@ -169,7 +220,14 @@ RULES: tuple[Rule, ...] = (
 """The flow-run rules, in order; the first with an opinion decides."""
 
 
-def decide(run: FlowRun, proposed: State, *, now: datetime, force: bool = False) -> Verdict:
+def decide(
+    run: FlowRun,
+    proposed: State,
+    *,
+    now: datetime,
+    force: bool = False,
+    slots: DeploymentSlots | None = None,
+) -> Verdict:
     """Decide a proposed state for ``run``.
 
     Args:
@@ -177,15 +235,30 @@ def decide(run: FlowRun, proposed: State, *, now: datetime, force: bool = False)
         proposed: the proposed state.
         now: the current time.
         force: accept whatever is proposed (an operator's override); duplicates still no-op.
+        slots: the concurrency limit of the run's deployment, when it has one. A run that
+            needs a slot (it proposes PENDING or RUNNING and holds none) and finds them all
+            taken waits (ENQUEUE) or is cancelled (CANCEL_NEW); the rules before it (a claimed
+            or finished run, a run proposed too early) decide first.
 
     Returns:
         The verdict; its ``write`` is the state to store (stamped ``now``), or ``None``.
     """
-    for rule in (_duplicate,) if force else RULES:
+    for rule in (_duplicate,) if force else _rules(slots):
         verdict = rule(run, proposed, now)
         if verdict is not None:
             return _stamped(verdict, now)
     return _stamped(_accept(proposed), now)
+
+
+def _rules(slots: DeploymentSlots | None) -> tuple[Rule, ...]:
+    if slots is None:
+        return RULES
+    at = RULES.index(_too_early) + 1  # a run told to wait for its time takes no slot yet
+
+    def concurrency(run: FlowRun, proposed: State, now: datetime) -> Verdict | None:
+        return _deployment_concurrency(run, proposed, slots)
+
+    return (*RULES[:at], concurrency, *RULES[at:])
 
 
 def _stamped(verdict: Verdict, now: datetime) -> Verdict:

@@ -37,6 +37,8 @@ from overcast.core.models import (
     Tag,
     TaskRun,
     VariableName,
+    WorkPoolName,
+    WorkQueueName,
 )
 from overcast.core.orchestration import Decision
 from overcast.core.states import State, StateType
@@ -75,6 +77,8 @@ class FlowRunCreate(_Request):
         idempotency_key: makes creation idempotent per flow.
         state: the initial state: SCHEDULED, PENDING or RUNNING (default PENDING).
         deployment_id: the deployment that asks for the run.
+        work_pool_name, work_queue_name: where the run waits for a worker (deployment runs).
+        job_variables: overrides of the work pool's job template.
         parent_task_run_id: for a subflow, the parent's task run.
         retry_policy: how failures are retried.
     """
@@ -86,6 +90,9 @@ class FlowRunCreate(_Request):
     idempotency_key: IdempotencyKey | None = None
     state: InitialState | None = None
     deployment_id: uuid.UUID | None = None
+    work_pool_name: WorkPoolName | None = None
+    work_queue_name: WorkQueueName | None = None
+    job_variables: dict[str, JsonValue] | None = Field(default=None, max_length=200)
     parent_task_run_id: uuid.UUID | None = None
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
 

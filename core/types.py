@@ -7,6 +7,7 @@ accept only their own JSON type (an int is still a valid float).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -25,6 +26,9 @@ def _as_utc(value: datetime) -> datetime:
         return edge.replace(tzinfo=UTC)
 
 
+_NUMERIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _number(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("expected a JSON number")
@@ -32,7 +36,10 @@ def _number(value: Any) -> Any:
 
 
 def _text_or_datetime(value: Any) -> Any:
-    if isinstance(value, str | datetime):
+    if isinstance(value, datetime):
+        return value
+    # pydantic would read a numeric string ("0", "1.5e9") as Unix time: not ISO 8601
+    if isinstance(value, str) and not _NUMERIC.fullmatch(value.strip()):
         return value
     raise ValueError("expected an ISO 8601 date-time string")
 

@@ -10,11 +10,12 @@ import threading
 from typing import TYPE_CHECKING
 
 from overcast.adapters.factory import Adapters
-from overcast.core.services import ControlPlane
 from overcast.core.settings import Settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from overcast.core.services import ControlPlane
 
 _lock = threading.Lock()
 _adapters: Adapters | None = None
@@ -33,21 +34,32 @@ def adapters() -> Adapters:
 def api_app() -> FastAPI:
     """The process's API app over its adapters' store."""
     global _app  # noqa: PLW0603
-    built = adapters()
+    built, plane = adapters(), control_plane()
     with _lock:
         if _app is None:
             from overcast.handlers.api import create_app
 
-            # the blob store opens when the first image artifact arrives, not at every cold start
-            plane = ControlPlane(built.store, blobs=lambda: built.blobs)
             _app = create_app(plane, settings=built.settings)
         return _app
 
 
+_plane: ControlPlane | None = None
+
+
+def control_plane() -> ControlPlane:
+    """The process's control plane over its adapters (the runner, tick and events handlers')."""
+    global _plane  # noqa: PLW0603
+    built = adapters()
+    with _lock:
+        if _plane is None:
+            _plane = built.control_plane()
+        return _plane
+
+
 def reset() -> None:
     """Forget what was built (tests that change the environment between apps)."""
-    global _adapters, _app
+    global _adapters, _app, _plane
     with _lock:
         if _adapters is not None:
             _adapters.close()
-        _adapters, _app = None, None
+        _adapters, _app, _plane = None, None, None

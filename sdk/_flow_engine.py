@@ -10,6 +10,7 @@ flow again in this process after the delay.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -27,10 +28,14 @@ from overcast.core.errors import OvercastError
 from overcast.core.models import FlowRun, RetryPolicy
 from overcast.core.orchestration import Decision
 from overcast.core.schemas import FlowRunCreate, OrchestrationResult
+from overcast.core.services.leases import DEFAULT_LEASE_S
 from overcast.core.states import Cancelled, Completed, Crashed, Failed, Running, State, StateType
 
 if TYPE_CHECKING:
+    from overcast.client import Client
     from overcast.flows import Flow
+
+logger = logging.getLogger("overcast.engine")
 
 MAX_WAITS = 100
 MAX_INLINE_RESULT = 4096  # bytes of JSON: a larger result is not copied into the final state
@@ -102,6 +107,8 @@ class _Run:
 
     def start(self) -> None:
         self.propose(Running())
+        if self.parent is None:  # a subflow's process is its parent's, vouched for by it
+            _heartbeats.add(self.run.id, self.client)
         self.flow.run_hooks(self.flow.on_running_hooks, self.run, self.client)
         if self.tracker is not None:
             self.tracker.run_count += 1
@@ -178,6 +185,46 @@ def _claim_existing_run(runtime: Runtime) -> uuid.UUID | None:
     return run_id
 
 
+class _Heartbeats:
+    """One thread per process vouching for the top-level flow runs it is running.
+
+    The first heartbeat goes a third of a lease after a run starts, so a short run writes
+    none (the reaper judges a run without one by its start time); then one every third of a
+    lease while the run goes on.
+    """
+
+    def __init__(self, lease_s: float = DEFAULT_LEASE_S) -> None:
+        self.lease_s = lease_s
+        self._runs: dict[uuid.UUID, Client] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, run_id: uuid.UUID, client: Client) -> None:
+        with self._lock:
+            self._runs[run_id] = client
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="overcast-heartbeat", daemon=True)
+                self._thread.start()
+
+    def discard(self, run_id: uuid.UUID) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def _run(self) -> None:
+        while not self._wake.wait(self.lease_s / 3):
+            with self._lock:
+                runs = list(self._runs.items())
+            for run_id, client in runs:
+                try:
+                    client.heartbeat_flow_run(run_id, self.lease_s)
+                except Exception:  # the next beat tries again; the lease covers two misses
+                    logger.warning("could not heartbeat flow run %s", run_id, exc_info=True)
+
+
+_heartbeats = _Heartbeats()
+
+
 def execute_flow_run(flow: Flow[..., Any], flow_run: FlowRun, *, return_state: bool = False) -> Any:
     """Run an existing flow run (a deployment's, dispatched to a runner) with its own parameters.
 
@@ -204,25 +251,28 @@ def run_flow(
     life = _Run(flow, parameters, existing)
     life.create()
     call = _caller(flow, parameters, args, kwargs)
-    while True:
-        life.start()
-        with flow.task_runner.duplicate() as runner:
-            token = flow_run_context.set(life.context(runner))
-            try:
-                with time_limit(flow.timeout_seconds, f"flow run {life.run.name!r}"):
-                    result = call()
-            except BaseException as exc:
+    try:
+        while True:
+            life.start()
+            with flow.task_runner.duplicate() as runner:
+                token = flow_run_context.set(life.context(runner))
+                try:
+                    with time_limit(flow.timeout_seconds, f"flow run {life.run.name!r}"):
+                        result = call()
+                except BaseException as exc:
+                    flow_run_context.reset(token)
+                    delay = life.failed(exc)
+                    if delay is None:
+                        if return_state and isinstance(exc, Exception):
+                            return _failed_state(life, exc)
+                        raise
+                    time.sleep(delay)
+                    continue
                 flow_run_context.reset(token)
-                delay = life.failed(exc)
-                if delay is None:
-                    if return_state and isinstance(exc, Exception):
-                        return _failed_state(life, exc)
-                    raise
-                time.sleep(delay)
-                continue
-            flow_run_context.reset(token)
-        state = life.completed(result)
-        return state if return_state else result
+            state = life.completed(result)
+            return state if return_state else result
+    finally:
+        _heartbeats.discard(life.run.id)
 
 
 async def run_flow_async(
@@ -238,29 +288,32 @@ async def run_flow_async(
     life = _Run(flow, parameters, existing)
     life.create()
     call: Callable[[], Awaitable[Any]] = _caller(flow, parameters, args, kwargs)
-    while True:
-        life.start()
-        with flow.task_runner.duplicate() as runner:
-            token = flow_run_context.set(life.context(runner))
-            try:
-                async with asyncio.timeout(flow.timeout_seconds):
-                    result = await call()
-            except BaseException as exc:
+    try:
+        while True:
+            life.start()
+            with flow.task_runner.duplicate() as runner:
+                token = flow_run_context.set(life.context(runner))
+                try:
+                    async with asyncio.timeout(flow.timeout_seconds):
+                        result = await call()
+                except BaseException as exc:
+                    flow_run_context.reset(token)
+                    if isinstance(exc, TimeoutError) and flow.timeout_seconds is not None:
+                        exc = RunTimeoutError(
+                            f"flow run {life.run.name!r} exceeded its timeout of {flow.timeout_seconds:g} seconds"
+                        )
+                    delay = life.failed(exc)
+                    if delay is None:
+                        if return_state and isinstance(exc, Exception):
+                            return _failed_state(life, exc)
+                        raise exc from None if isinstance(exc, RunTimeoutError) else exc
+                    await asyncio.sleep(delay)
+                    continue
                 flow_run_context.reset(token)
-                if isinstance(exc, TimeoutError) and flow.timeout_seconds is not None:
-                    exc = RunTimeoutError(
-                        f"flow run {life.run.name!r} exceeded its timeout of {flow.timeout_seconds:g} seconds"
-                    )
-                delay = life.failed(exc)
-                if delay is None:
-                    if return_state and isinstance(exc, Exception):
-                        return _failed_state(life, exc)
-                    raise exc from None if isinstance(exc, RunTimeoutError) else exc
-                await asyncio.sleep(delay)
-                continue
-            flow_run_context.reset(token)
-        state = life.completed(result)
-        return state if return_state else result
+            state = life.completed(result)
+            return state if return_state else result
+    finally:
+        _heartbeats.discard(life.run.id)
 
 
 def _caller(

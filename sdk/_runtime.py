@@ -175,12 +175,12 @@ def _build(settings: Settings) -> Runtime:
         from overcast.http_client import HttpClient
 
         return Runtime(HttpClient(settings.api_url, api_key=settings.api_key), settings, portable=True)
-    from overcast.adapters.factory import open_store
+    from overcast.adapters.factory import Adapters
     from overcast.client import DirectClient
-    from overcast.core.services import ControlPlane
 
+    plane = Adapters(settings).control_plane()
     portable = not settings.store_url.startswith("memory:")  # a memory store lives in one process
-    return Runtime(DirectClient(ControlPlane(open_store(settings.store_url))), settings, portable=portable)
+    return Runtime(DirectClient(plane), settings, portable=portable)
 
 
 def client_for(settings: Settings) -> Client:

@@ -14,6 +14,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from overcast.core.deployments import (
+    Deployment,
+    DeploymentCreate,
+    DeploymentFilter,
+    DeploymentFlowRunCreate,
+    DeploymentUpdate,
+)
+from overcast.core.events import Event, EventFilter
 from overcast.core.models import Artifact, FlowRun, LogLine, TaskRun, Variable
 from overcast.core.ports import BlobStore
 from overcast.core.schemas import (
@@ -33,6 +41,17 @@ from overcast.core.services import ControlPlane
 from overcast.core.services.locks import Lease
 from overcast.core.services.records import CommitResult, TransactionRecord
 from overcast.core.states import State, register_result_loader
+from overcast.core.work_pools import (
+    Worker,
+    WorkerFilter,
+    WorkPool,
+    WorkPoolFilter,
+    WorkPoolRequest,
+    WorkPoolUpdate,
+    WorkQueue,
+    WorkQueueCreate,
+    WorkQueueUpdate,
+)
 
 logger = logging.getLogger("overcast.client")
 
@@ -69,6 +88,10 @@ class Client(Protocol):
         self, run_id: uuid.UUID, state: State, *, force: bool = False
     ) -> OrchestrationResult:
         """Propose a state for a flow run and return the decision."""
+        ...
+
+    def heartbeat_flow_run(self, run_id: uuid.UUID, lease_s: float) -> datetime:
+        """Vouch for a running flow run for ``lease_s`` seconds; return when the lease ends."""
         ...
 
     def report_task_runs(self, documents: list[dict[str, Any]]) -> None:
@@ -180,6 +203,140 @@ class Client(Protocol):
         """Let go of a lock. Raises ``LockLostError`` when another holder took over."""
         ...
 
+    # -- deployments --------------------------------------------------------------------------------
+
+    def create_deployment(self, request: DeploymentCreate) -> Deployment:
+        """Create a deployment, or update the one of that flow and name with the fields set (an upsert)."""
+        ...
+
+    def read_deployment(self, deployment_id: uuid.UUID) -> Deployment:
+        """Read a deployment. Raises ``NotFoundError``."""
+        ...
+
+    def read_deployment_by_name(self, full_name: str) -> Deployment:
+        """Read the deployment called ``<flow name>/<name>``. Raises ``NotFoundError``."""
+        ...
+
+    def filter_deployments(self, query: DeploymentFilter) -> Page[Deployment]:
+        """List deployments by ``<flow name>/<name>``."""
+        ...
+
+    def update_deployment(self, deployment_id: uuid.UUID, update: DeploymentUpdate) -> Deployment:
+        """Change the fields ``update`` sets. Raises ``NotFoundError``."""
+        ...
+
+    def pause_deployment(self, deployment_id: uuid.UUID) -> Deployment:
+        """Pause a deployment (its waiting scheduled runs are deleted). Raises ``NotFoundError``."""
+        ...
+
+    def resume_deployment(self, deployment_id: uuid.UUID) -> Deployment:
+        """Resume a paused deployment. Raises ``NotFoundError``."""
+        ...
+
+    def delete_deployment(self, deployment_id: uuid.UUID) -> bool:
+        """Delete a deployment and its runs waiting to start; return whether there was one."""
+        ...
+
+    def create_flow_run_from_deployment(
+        self, deployment_id: uuid.UUID, request: DeploymentFlowRunCreate | None = None
+    ) -> FlowRun:
+        """Make a SCHEDULED run of a deployment (idempotent by ``idempotency_key``).
+
+        Raises:
+            NotFoundError: no such deployment.
+            InvalidValueError: the parameters do not match the deployment's schema.
+        """
+        ...
+
+    # -- work pools, queues, workers, events -------------------------------------------------------
+
+    def create_work_pool(self, request: WorkPoolRequest) -> WorkPool:
+        """Create a work pool with its ``default`` queue. Raises ``WorkPoolExistsError``."""
+        ...
+
+    def read_work_pool(self, name: str) -> WorkPool:
+        """Read a work pool, with its status. Raises ``NotFoundError``."""
+        ...
+
+    def filter_work_pools(self, query: WorkPoolFilter) -> Page[WorkPool]:
+        """List work pools by name, each with its status."""
+        ...
+
+    def update_work_pool(self, name: str, update: WorkPoolUpdate) -> WorkPool:
+        """Change a pool's description, concurrency limit or config. Raises ``NotFoundError``."""
+        ...
+
+    def delete_work_pool(self, name: str) -> bool:
+        """Delete a pool with its queues and workers; return whether there was one."""
+        ...
+
+    def pause_work_pool(self, name: str) -> WorkPool:
+        """Pause a pool (it hands out no runs). Raises ``NotFoundError``."""
+        ...
+
+    def resume_work_pool(self, name: str) -> WorkPool:
+        """Resume a paused pool. Raises ``NotFoundError``."""
+        ...
+
+    def create_work_queue(self, pool: str, request: WorkQueueCreate) -> WorkQueue:
+        """Create a queue in a pool. Raises ``NotFoundError``, ``WorkQueueExistsError``."""
+        ...
+
+    def read_work_queue(self, pool: str, name: str) -> WorkQueue:
+        """Read a queue, with its status. Raises ``NotFoundError``."""
+        ...
+
+    def read_work_queues(self, pool: str) -> list[WorkQueue]:
+        """A pool's queues in the order they are served (priority 1 first). Raises ``NotFoundError``."""
+        ...
+
+    def update_work_queue(self, pool: str, name: str, update: WorkQueueUpdate) -> WorkQueue:
+        """Change a queue's description, priority or concurrency limit. Raises ``NotFoundError``."""
+        ...
+
+    def delete_work_queue(self, pool: str, name: str) -> bool:
+        """Delete a queue (not ``default``: ``InvalidValueError``); return whether there was one."""
+        ...
+
+    def pause_work_queue(self, pool: str, name: str) -> WorkQueue:
+        """Pause a queue (it hands out no runs). Raises ``NotFoundError``."""
+        ...
+
+    def resume_work_queue(self, pool: str, name: str) -> WorkQueue:
+        """Resume a paused queue. Raises ``NotFoundError``."""
+        ...
+
+    def send_worker_heartbeat(self, pool: str, name: str, *, queues: list[str] | None = None) -> Worker:
+        """Register a worker, or keep it ONLINE; ``queues``: those it polls (all by default)."""
+        ...
+
+    def filter_workers(self, pool: str, query: WorkerFilter) -> Page[Worker]:
+        """List a pool's workers, each with its status. Raises ``NotFoundError``."""
+        ...
+
+    def delete_worker(self, pool: str, name: str) -> bool:
+        """Forget a worker that stopped for good; return whether there was one."""
+        ...
+
+    def get_scheduled_flow_runs(
+        self,
+        pool: str,
+        *,
+        work_queue_names: list[str] | None = None,
+        scheduled_before: datetime | None = None,
+        limit: int = 10,
+    ) -> list[FlowRun]:
+        """The SCHEDULED runs a pool should start next (see ``WorkPools.next_runs``)."""
+        ...
+
+    def emit_events(self, events: list[Event]) -> int:
+        """Store events (idempotent by id); return how many were new."""
+        ...
+
+    def filter_events(self, query: EventFilter) -> Page[Event]:
+        """List events newest first."""
+        ...
+
 
 class DirectClient:
     """The control plane's services, called in this process.
@@ -208,6 +365,10 @@ class DirectClient:
     ) -> OrchestrationResult:
         """Propose a state for a flow run and return the decision."""
         return self.plane.flow_runs.set_state(run_id, state, force=force)
+
+    def heartbeat_flow_run(self, run_id: uuid.UUID, lease_s: float) -> datetime:
+        """Vouch for a running flow run for ``lease_s`` seconds; return when the lease ends."""
+        return self.plane.leases.heartbeat(run_id, lease_s)
 
     def report_task_runs(self, documents: list[dict[str, Any]]) -> None:
         """Upsert task-run documents; log the ones refused."""
@@ -315,6 +476,135 @@ class DirectClient:
     def release_lock(self, lease: Lease) -> None:
         """Let go of a lock."""
         self.plane.locks.release(lease)
+
+    # -- deployments --------------------------------------------------------------------------------
+
+    def create_deployment(self, request: DeploymentCreate) -> Deployment:
+        """Create a deployment, or update the one of that flow and name (an upsert)."""
+        return self.plane.deployments.create(request)[0]
+
+    def read_deployment(self, deployment_id: uuid.UUID) -> Deployment:
+        """Read a deployment. Raises ``NotFoundError``."""
+        return self.plane.deployments.get(deployment_id)
+
+    def read_deployment_by_name(self, full_name: str) -> Deployment:
+        """Read the deployment called ``<flow name>/<name>``. Raises ``NotFoundError``."""
+        return self.plane.deployments.get_by_name(full_name)
+
+    def filter_deployments(self, query: DeploymentFilter) -> Page[Deployment]:
+        """List deployments."""
+        return self.plane.deployments.filter(query)
+
+    def update_deployment(self, deployment_id: uuid.UUID, update: DeploymentUpdate) -> Deployment:
+        """Change the fields ``update`` sets. Raises ``NotFoundError``."""
+        return self.plane.deployments.update(deployment_id, update)
+
+    def pause_deployment(self, deployment_id: uuid.UUID) -> Deployment:
+        """Pause a deployment. Raises ``NotFoundError``."""
+        return self.plane.deployments.pause(deployment_id)
+
+    def resume_deployment(self, deployment_id: uuid.UUID) -> Deployment:
+        """Resume a deployment. Raises ``NotFoundError``."""
+        return self.plane.deployments.resume(deployment_id)
+
+    def delete_deployment(self, deployment_id: uuid.UUID) -> bool:
+        """Delete a deployment; return whether there was one."""
+        return self.plane.deployments.delete(deployment_id)
+
+    def create_flow_run_from_deployment(
+        self, deployment_id: uuid.UUID, request: DeploymentFlowRunCreate | None = None
+    ) -> FlowRun:
+        """Make a SCHEDULED run of a deployment."""
+        return self.plane.run_deployment(deployment_id, request)[0]
+
+    # -- work pools, queues, workers, events -------------------------------------------------------
+
+    def create_work_pool(self, request: WorkPoolRequest) -> WorkPool:
+        """Create a work pool with its ``default`` queue. Raises ``WorkPoolExistsError``."""
+        return self.plane.work_pools.create_pool(request)
+
+    def read_work_pool(self, name: str) -> WorkPool:
+        """Read a work pool, with its status. Raises ``NotFoundError``."""
+        return self.plane.work_pools.get_pool(name)
+
+    def filter_work_pools(self, query: WorkPoolFilter) -> Page[WorkPool]:
+        """List work pools by name, each with its status."""
+        return self.plane.work_pools.filter_pools(query)
+
+    def update_work_pool(self, name: str, update: WorkPoolUpdate) -> WorkPool:
+        """Change a pool's description, concurrency limit or config. Raises ``NotFoundError``."""
+        return self.plane.work_pools.update_pool(name, update)
+
+    def delete_work_pool(self, name: str) -> bool:
+        """Delete a pool with its queues and workers; return whether there was one."""
+        return self.plane.work_pools.delete_pool(name)
+
+    def pause_work_pool(self, name: str) -> WorkPool:
+        """Pause a pool (it hands out no runs). Raises ``NotFoundError``."""
+        return self.plane.work_pools.pause_pool(name)
+
+    def resume_work_pool(self, name: str) -> WorkPool:
+        """Resume a paused pool. Raises ``NotFoundError``."""
+        return self.plane.work_pools.resume_pool(name)
+
+    def create_work_queue(self, pool: str, request: WorkQueueCreate) -> WorkQueue:
+        """Create a queue in a pool. Raises ``NotFoundError``, ``WorkQueueExistsError``."""
+        return self.plane.work_pools.create_queue(pool, request)
+
+    def read_work_queue(self, pool: str, name: str) -> WorkQueue:
+        """Read a queue, with its status. Raises ``NotFoundError``."""
+        return self.plane.work_pools.get_queue(pool, name)
+
+    def read_work_queues(self, pool: str) -> list[WorkQueue]:
+        """A pool's queues in the order they are served (priority 1 first). Raises ``NotFoundError``."""
+        return self.plane.work_pools.list_queues(pool)
+
+    def update_work_queue(self, pool: str, name: str, update: WorkQueueUpdate) -> WorkQueue:
+        """Change a queue's description, priority or concurrency limit. Raises ``NotFoundError``."""
+        return self.plane.work_pools.update_queue(pool, name, update)
+
+    def delete_work_queue(self, pool: str, name: str) -> bool:
+        """Delete a queue (not ``default``: ``InvalidValueError``); return whether there was one."""
+        return self.plane.work_pools.delete_queue(pool, name)
+
+    def pause_work_queue(self, pool: str, name: str) -> WorkQueue:
+        """Pause a queue (it hands out no runs). Raises ``NotFoundError``."""
+        return self.plane.work_pools.pause_queue(pool, name)
+
+    def resume_work_queue(self, pool: str, name: str) -> WorkQueue:
+        """Resume a paused queue. Raises ``NotFoundError``."""
+        return self.plane.work_pools.resume_queue(pool, name)
+
+    def send_worker_heartbeat(self, pool: str, name: str, *, queues: list[str] | None = None) -> Worker:
+        """Register a worker, or keep it ONLINE; ``queues``: those it polls (all by default)."""
+        return self.plane.work_pools.heartbeat(pool, name, queues=queues)
+
+    def filter_workers(self, pool: str, query: WorkerFilter) -> Page[Worker]:
+        """List a pool's workers, each with its status. Raises ``NotFoundError``."""
+        return self.plane.work_pools.filter_workers(pool, query)
+
+    def delete_worker(self, pool: str, name: str) -> bool:
+        """Forget a worker that stopped for good; return whether there was one."""
+        return self.plane.work_pools.delete_worker(pool, name)
+
+    def get_scheduled_flow_runs(
+        self,
+        pool: str,
+        *,
+        work_queue_names: list[str] | None = None,
+        scheduled_before: datetime | None = None,
+        limit: int = 10,
+    ) -> list[FlowRun]:
+        """The SCHEDULED runs a pool should start next (see ``WorkPools.next_runs``)."""
+        return self.plane.work_pools.next_runs(pool, work_queue_names, before=scheduled_before, limit=limit)
+
+    def emit_events(self, events: list[Event]) -> int:
+        """Store events (idempotent by id); return how many were new."""
+        return len(self.plane.events.emit(events))
+
+    def filter_events(self, query: EventFilter) -> Page[Event]:
+        """List events newest first."""
+        return self.plane.events.filter(query)
 
 
 def _blobs_from_settings() -> BlobStore:

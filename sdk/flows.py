@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -158,6 +159,36 @@ class Flow(HookedCallable, Generic[P, R]):
         """Decorator: add a cancellation hook."""
         return self._add_hook("cancellation", hook)
 
+    # -- deployments ------------------------------------------------------------------------------
+
+    def deploy(self, name: str, **options: Any) -> uuid.UUID:
+        """Create (or update) the deployment ``<flow name>/<name>``; see ``overcast.deployments.deploy``."""
+        from overcast.deployments import deploy
+
+        return deploy(self, name, **options)
+
+    def parameter_schema(self) -> dict[str, Any] | None:
+        """The JSON schema of the flow's parameters (``None`` when a parameter's type has none)."""
+        try:
+            return dict(self._parameter_model().model_json_schema())
+        except Exception:  # an arbitrary type pydantic cannot describe: no schema to enforce
+            return None
+
+    def _parameter_model(self) -> Any:
+        if self._model is None:
+            fields = {
+                name: (
+                    p.annotation if p.annotation is not inspect.Parameter.empty else Any,
+                    p.default if p.default is not inspect.Parameter.empty else ...,
+                )
+                for name, p in self._signature.parameters.items()
+                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            }
+            self._model = create_model(
+                f"{self.name}-parameters", __config__={"arbitrary_types_allowed": True}, **fields
+            )  # type: ignore[call-overload]
+        return self._model
+
     # -- for the engine ---------------------------------------------------------------------------
 
     def validated_parameters(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -174,16 +205,8 @@ class Flow(HookedCallable, Generic[P, R]):
         parameters = dict(bound.arguments)
         if not self.validate_parameters or self.has_var_args:
             return parameters
-        if self._model is None:
-            fields = {
-                name: (p.annotation if p.annotation is not inspect.Parameter.empty else Any, ...)
-                for name, p in self._signature.parameters.items()
-            }
-            self._model = create_model(
-                f"{self.name}-parameters", __config__={"arbitrary_types_allowed": True}, **fields
-            )  # type: ignore[call-overload]
         try:
-            validated = self._model.model_validate(parameters)
+            validated = self._parameter_model().model_validate(parameters)
         except ValidationError as exc:
             raise ParameterValidationError(f"flow {self.name!r} got invalid parameters:\n{exc}") from None
         return {name: getattr(validated, name) for name in parameters}
@@ -234,11 +257,11 @@ def flow(__fn: Callable[P, R] | None = None, **options: Any) -> Any:
     return lambda fn: Flow(fn, **options)
 
 
-def load_flow_from_entrypoint(entrypoint: str) -> Flow[..., Any]:
+def load_flow_from_entrypoint(entrypoint: str, *, base: str | None = None) -> Flow[..., Any]:
     """Load the flow an entrypoint names: ``path/to/file.py:flow_name`` or ``package.module:flow_name``.
 
-    A file path is imported as a module of its own (relative paths from the working
-    directory); a dotted name is imported from ``sys.path``.
+    A file path is imported as a module of its own (a relative one from ``base``, else from the
+    working directory); a dotted name is imported from ``sys.path``.
 
     Raises:
         ValueError: a malformed entrypoint, or one that names something other than a flow.
@@ -254,7 +277,7 @@ def load_flow_from_entrypoint(entrypoint: str) -> Flow[..., Any]:
     if not sep or not where or not attribute:
         raise ValueError(f"entrypoint {entrypoint!r} must be 'path/to/file.py:flow' or 'module:flow'")
     if where.endswith(".py") or "/" in where or "\\" in where:
-        path = Path(where).resolve()
+        path = (Path(base) / where if base and not Path(where).is_absolute() else Path(where)).resolve()
         if not path.is_file():
             raise FileNotFoundError(f"entrypoint {entrypoint!r}: no file {path}")
         name = f"overcast_entrypoint_{abs(hash(str(path)))}"

@@ -18,6 +18,14 @@ from urllib.parse import quote
 import httpx2
 
 from overcast.client import warn_rejected
+from overcast.core.deployments import (
+    Deployment,
+    DeploymentCreate,
+    DeploymentFilter,
+    DeploymentFlowRunCreate,
+    DeploymentUpdate,
+    split_full_name,
+)
 from overcast.core.errors import (
     BackendError,
     ConditionFailedError,
@@ -27,6 +35,7 @@ from overcast.core.errors import (
     LockTimeoutError,
     NotFoundError,
 )
+from overcast.core.events import Event, EventFilter
 from overcast.core.models import Artifact, FlowRun, LogLine, TaskRun, Variable
 from overcast.core.schemas import (
     ArtifactFilter,
@@ -44,10 +53,23 @@ from overcast.core.schemas import (
 from overcast.core.services.locks import Lease
 from overcast.core.services.records import CommitResult, TransactionRecord
 from overcast.core.services.variables import VariableExistsError
+from overcast.core.services.work_pools import WorkPoolExistsError, WorkQueueExistsError
 from overcast.core.states import State
+from overcast.core.work_pools import (
+    Worker,
+    WorkerFilter,
+    WorkPool,
+    WorkPoolFilter,
+    WorkPoolRequest,
+    WorkPoolUpdate,
+    WorkQueue,
+    WorkQueueCreate,
+    WorkQueueUpdate,
+)
 
 TASK_RUN_BATCH = 500  # the API's limit per request
 LOG_BATCH = 1000
+EVENT_BATCH = 500
 RETRYABLE = frozenset({429, 502, 503, 504})
 SET_ATTEMPTS = 25  # create-or-update rounds of Variable.set(overwrite=True) racing deletes
 LOCK_POLL_S = 0.1  # the longest pause between tries for a held lock (jittered)
@@ -92,6 +114,11 @@ class HttpClient:
         """Propose a state for a flow run and return the decision."""
         body = {"state": state.model_dump(mode="json"), "force": force}
         return OrchestrationResult.model_validate(self._call("POST", f"/flow_runs/{run_id}/set_state", body))
+
+    def heartbeat_flow_run(self, run_id: uuid.UUID, lease_s: float) -> datetime:
+        """Vouch for a running flow run for ``lease_s`` seconds; return when the lease ends."""
+        answer = self._call("POST", f"/flow_runs/{run_id}/heartbeat", {"lease_s": lease_s})
+        return datetime.fromisoformat(answer["expires_at"])
 
     def report_task_runs(self, documents: list[dict[str, Any]]) -> None:
         """Upsert task-run documents, in batches of the API's size; log the ones refused."""
@@ -287,6 +314,180 @@ class HttpClient:
         except NotFoundError:
             return None
 
+    # -- deployments --------------------------------------------------------------------------------
+
+    def create_deployment(self, request: DeploymentCreate) -> Deployment:
+        """Create a deployment, or update the one of that flow and name with the fields set (an upsert)."""
+        body = request.model_dump(mode="json", exclude_unset=True)  # an upsert changes what is set
+        return Deployment.model_validate(self._call("POST", "/deployments", body))
+
+    def read_deployment(self, deployment_id: uuid.UUID) -> Deployment:
+        """Read a deployment. Raises ``NotFoundError``."""
+        return Deployment.model_validate(self._call("GET", f"/deployments/{deployment_id}"))
+
+    def read_deployment_by_name(self, full_name: str) -> Deployment:
+        """Read the deployment called ``<flow name>/<name>``. Raises ``NotFoundError``."""
+        flow_name, name = split_full_name(full_name)
+        path = f"/deployments/name/{_segment(flow_name)}/{_segment(name)}"
+        return Deployment.model_validate(self._call("GET", path))
+
+    def filter_deployments(self, query: DeploymentFilter) -> Page[Deployment]:
+        """List deployments."""
+        body = query.model_dump(mode="json", exclude_none=True)
+        return Page[Deployment].model_validate(self._call("POST", "/deployments/filter", body))
+
+    def update_deployment(self, deployment_id: uuid.UUID, update: DeploymentUpdate) -> Deployment:
+        """Change the fields ``update`` sets. Raises ``NotFoundError``."""
+        body = update.model_dump(mode="json", exclude_unset=True)  # null clears a field
+        return Deployment.model_validate(self._call("PATCH", f"/deployments/{deployment_id}", body))
+
+    def pause_deployment(self, deployment_id: uuid.UUID) -> Deployment:
+        """Pause a deployment. Raises ``NotFoundError``."""
+        return Deployment.model_validate(self._call("POST", f"/deployments/{deployment_id}/pause"))
+
+    def resume_deployment(self, deployment_id: uuid.UUID) -> Deployment:
+        """Resume a deployment. Raises ``NotFoundError``."""
+        return Deployment.model_validate(self._call("POST", f"/deployments/{deployment_id}/resume"))
+
+    def delete_deployment(self, deployment_id: uuid.UUID) -> bool:
+        """Delete a deployment; return whether there was one."""
+        try:
+            self._call("DELETE", f"/deployments/{deployment_id}")
+        except NotFoundError:
+            return False
+        return True
+
+    def create_flow_run_from_deployment(
+        self, deployment_id: uuid.UUID, request: DeploymentFlowRunCreate | None = None
+    ) -> FlowRun:
+        """Make a SCHEDULED run of a deployment. Raises ``InvalidValueError`` for bad parameters."""
+        body = request.model_dump(mode="json", exclude_unset=True) if request is not None else None
+        return FlowRun.model_validate(
+            self._call("POST", f"/deployments/{deployment_id}/create_flow_run", body)
+        )
+
+    # -- work pools, queues, workers, events ---------------------------------------------------------
+    # Names are checked by the API (lowercase letters, digits, _ and -), and quoted into paths.
+
+    def create_work_pool(self, request: WorkPoolRequest) -> WorkPool:
+        """Create a work pool with its ``default`` queue. Raises ``WorkPoolExistsError``."""
+        try:
+            return WorkPool.model_validate(self._call("POST", "/work_pools", request.model_dump(mode="json")))
+        except ConditionFailedError:
+            raise WorkPoolExistsError(request.name) from None
+
+    def read_work_pool(self, name: str) -> WorkPool:
+        """Read a work pool, with its status. Raises ``NotFoundError``."""
+        return WorkPool.model_validate(self._call("GET", _pool(name)))
+
+    def filter_work_pools(self, query: WorkPoolFilter) -> Page[WorkPool]:
+        """List work pools by name, each with its status."""
+        body = query.model_dump(mode="json", exclude_none=True)
+        return Page[WorkPool].model_validate(self._call("POST", "/work_pools/filter", body))
+
+    def update_work_pool(self, name: str, update: WorkPoolUpdate) -> WorkPool:
+        """Change a pool's description, concurrency limit or config. Raises ``NotFoundError``."""
+        body = update.model_dump(mode="json", exclude_unset=True)  # null clears a limit or the config
+        return WorkPool.model_validate(self._call("PATCH", _pool(name), body))
+
+    def delete_work_pool(self, name: str) -> bool:
+        """Delete a pool with its queues and workers; return whether there was one."""
+        return self._delete(_pool(name))
+
+    def pause_work_pool(self, name: str) -> WorkPool:
+        """Pause a pool (it hands out no runs). Raises ``NotFoundError``."""
+        return WorkPool.model_validate(self._call("POST", f"{_pool(name)}/pause"))
+
+    def resume_work_pool(self, name: str) -> WorkPool:
+        """Resume a paused pool. Raises ``NotFoundError``."""
+        return WorkPool.model_validate(self._call("POST", f"{_pool(name)}/resume"))
+
+    def create_work_queue(self, pool: str, request: WorkQueueCreate) -> WorkQueue:
+        """Create a queue in a pool. Raises ``NotFoundError``, ``WorkQueueExistsError``."""
+        body = request.model_dump(mode="json", exclude_none=True)
+        try:
+            return WorkQueue.model_validate(self._call("POST", f"{_pool(pool)}/queues", body))
+        except ConditionFailedError:
+            raise WorkQueueExistsError(pool, request.name) from None
+
+    def read_work_queue(self, pool: str, name: str) -> WorkQueue:
+        """Read a queue, with its status. Raises ``NotFoundError``."""
+        return WorkQueue.model_validate(self._call("GET", _queue(pool, name)))
+
+    def read_work_queues(self, pool: str) -> list[WorkQueue]:
+        """A pool's queues in the order they are served (priority 1 first). Raises ``NotFoundError``."""
+        return [WorkQueue.model_validate(q) for q in self._call("GET", f"{_pool(pool)}/queues")]
+
+    def update_work_queue(self, pool: str, name: str, update: WorkQueueUpdate) -> WorkQueue:
+        """Change a queue's description, priority or concurrency limit. Raises ``NotFoundError``."""
+        body = update.model_dump(mode="json", exclude_unset=True)
+        return WorkQueue.model_validate(self._call("PATCH", _queue(pool, name), body))
+
+    def delete_work_queue(self, pool: str, name: str) -> bool:
+        """Delete a queue (not ``default``: ``InvalidValueError``); return whether there was one."""
+        return self._delete(_queue(pool, name))
+
+    def pause_work_queue(self, pool: str, name: str) -> WorkQueue:
+        """Pause a queue (it hands out no runs). Raises ``NotFoundError``."""
+        return WorkQueue.model_validate(self._call("POST", f"{_queue(pool, name)}/pause"))
+
+    def resume_work_queue(self, pool: str, name: str) -> WorkQueue:
+        """Resume a paused queue. Raises ``NotFoundError``."""
+        return WorkQueue.model_validate(self._call("POST", f"{_queue(pool, name)}/resume"))
+
+    def send_worker_heartbeat(self, pool: str, name: str, *, queues: list[str] | None = None) -> Worker:
+        """Register a worker, or keep it ONLINE; ``queues``: those it polls (all by default)."""
+        body = {"name": name, "queues": queues or []}
+        return Worker.model_validate(self._call("POST", f"{_pool(pool)}/workers/heartbeat", body))
+
+    def filter_workers(self, pool: str, query: WorkerFilter) -> Page[Worker]:
+        """List a pool's workers, each with its status. Raises ``NotFoundError``."""
+        body = query.model_dump(mode="json", exclude_none=True)
+        return Page[Worker].model_validate(self._call("POST", f"{_pool(pool)}/workers/filter", body))
+
+    def delete_worker(self, pool: str, name: str) -> bool:
+        """Forget a worker that stopped for good; return whether there was one."""
+        return self._delete(f"{_pool(pool)}/workers/{_segment(name)}")
+
+    def get_scheduled_flow_runs(
+        self,
+        pool: str,
+        *,
+        work_queue_names: list[str] | None = None,
+        scheduled_before: datetime | None = None,
+        limit: int = 10,
+    ) -> list[FlowRun]:
+        """The SCHEDULED runs a pool should start next (see ``WorkPools.next_runs``)."""
+        body: dict[str, Any] = {"limit": limit}
+        if work_queue_names:
+            body["work_queue_names"] = work_queue_names
+        if scheduled_before is not None:
+            body["scheduled_before"] = scheduled_before.isoformat()
+        runs = self._call("POST", f"{_pool(pool)}/get_scheduled_flow_runs", body)
+        return [FlowRun.model_validate(run) for run in runs]
+
+    def emit_events(self, events: list[Event]) -> int:
+        """Store events (idempotent by id), in batches of the API's size; return how many were new."""
+        stored = 0
+        for start in range(0, len(events), EVENT_BATCH):
+            batch = [
+                e.model_dump(mode="json", exclude={"received"}) for e in events[start : start + EVENT_BATCH]
+            ]
+            stored += int(self._call("POST", "/events", {"events": batch})["stored"])
+        return stored
+
+    def filter_events(self, query: EventFilter) -> Page[Event]:
+        """List events newest first."""
+        body = query.model_dump(mode="json", exclude_none=True)
+        return Page[Event].model_validate(self._call("POST", "/events/filter", body))
+
+    def _delete(self, path: str) -> bool:
+        try:
+            self._call("DELETE", path)
+        except NotFoundError:
+            return False
+        return True
+
     # -- transport ---------------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:
@@ -302,6 +503,14 @@ class HttpClient:
                     return _answer(response, raw=raw)
             time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # noqa: S311 - jitter, not crypto
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _pool(name: str) -> str:
+    return f"/work_pools/{_segment(name)}"
+
+
+def _queue(pool: str, name: str) -> str:
+    return f"/work_pools/{_segment(pool)}/queues/{_segment(name)}"
 
 
 def _segment(text: str) -> str:

@@ -3,33 +3,51 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 
-from overcast.core.ports import BlobStore, KeyValueStore
+from overcast.core.deployments import DeploymentFlowRunCreate
+from overcast.core.models import FlowRun
+from overcast.core.ports import BlobStore, Invoker, KeyValueStore, Queue
 from overcast.core.services.artifacts import Artifacts
+from overcast.core.services.deployments import Deployments
+from overcast.core.services.dispatch import Dispatcher
+from overcast.core.services.events import Events
 from overcast.core.services.flow_runs import FlowRuns
 from overcast.core.services.flows import Flows
+from overcast.core.services.leases import RunLeases
 from overcast.core.services.locks import Lease, Locks
 from overcast.core.services.logs import Logs
 from overcast.core.services.records import CommitResult, Records, TransactionRecord
+from overcast.core.services.scheduler import Scheduler
 from overcast.core.services.task_runs import TaskRuns
+from overcast.core.services.tick import Tick, TickReport
 from overcast.core.services.variables import Variables
+from overcast.core.services.work_pools import WorkPools
 from overcast.core.states import utcnow
 
 __all__ = [
     "Artifacts",
     "CommitResult",
     "ControlPlane",
+    "Deployments",
+    "Events",
     "FlowRuns",
     "Flows",
     "Lease",
     "Locks",
     "Logs",
+    "Dispatcher",
+    "Tick",
+    "TickReport",
     "Records",
+    "RunLeases",
+    "Scheduler",
     "TaskRuns",
     "TransactionRecord",
     "Variables",
+    "WorkPools",
 ]
 
 BlobSource = BlobStore | Callable[[], BlobStore]
@@ -44,6 +62,9 @@ class ControlPlane:
         blobs: where image artifacts keep their bytes: a blob store, or a function that opens
             one on first use (so that a cold start that never stores an image never opens it).
             Without one, image artifacts can only link to a URL.
+        open_queue: opens a queue by URL, for pushing runs of ``queue`` work pools.
+        open_invoker: opens an invoker by URL, for pushing runs of ``aws-lambda`` work pools.
+            Without them the control plane only serves pull workers.
         clock: the current time (injected for tests).
     """
 
@@ -52,6 +73,8 @@ class ControlPlane:
         store: KeyValueStore,
         *,
         blobs: BlobSource | None = None,
+        open_queue: Callable[[str], Queue] | None = None,
+        open_invoker: Callable[[str], Invoker] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
@@ -60,12 +83,40 @@ class ControlPlane:
         self._blob_lock = threading.Lock()
         self.flows = Flows(store, clock=clock)
         self.flow_runs = FlowRuns(store, self.flows, clock=clock)
+        self.leases = RunLeases(store, self.flow_runs, clock=clock)
         self.task_runs = TaskRuns(store, clock=clock)
         self.logs = Logs(store, clock=clock)
         self.locks = Locks(store, clock=clock)
         self.records = Records(store, self.locks, clock=clock)
         self.artifacts = Artifacts(store, self.flow_runs, blobs=self._blobs, clock=clock)
         self.variables = Variables(store, clock=clock)
+        self.deployments = Deployments(store, self.flows, self.flow_runs, clock=clock)
+        self.scheduler = Scheduler(store, self.deployments, self.flow_runs, clock=clock)
+        self.events = Events(store, clock=clock)
+        self.work_pools = WorkPools(store, self.events, self.flow_runs, clock=clock)
+        self.dispatcher = Dispatcher(
+            store,
+            self.flow_runs,
+            self.work_pools,
+            open_queue=open_queue,
+            open_invoker=open_invoker,
+            clock=clock,
+        )
+        self.tick = Tick(self, clock=clock)
+
+    def run_deployment(
+        self, deployment_id: uuid.UUID, request: DeploymentFlowRunCreate | None = None
+    ) -> tuple[FlowRun, bool]:
+        """Make a run of a deployment and, when it is due and its pool pushes, send it at once.
+
+        Returns:
+            The run (as it stands after dispatch), and whether it was created (``False``: the
+            idempotency key named an existing run, which is not sent again).
+        """
+        run, created = self.deployments.create_flow_run(deployment_id, request)
+        if created and self.dispatcher.dispatch(run):
+            run = self.flow_runs.get(run.id)
+        return run, created
 
     @property
     def has_blobs(self) -> bool:

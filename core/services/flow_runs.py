@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from overcast.core import keys
@@ -22,8 +22,9 @@ from overcast.core.errors import (
 )
 from overcast.core.models import FlowRun
 from overcast.core.orchestration import apply, decide
-from overcast.core.ports import Item, KeyValueStore, Put
+from overcast.core.ports import Check, Delete, Item, KeyValueStore, Operation, Put
 from overcast.core.schemas import FlowRunCreate, FlowRunFilter, OrchestrationResult, Page
+from overcast.core.services import _run_index, _slots
 from overcast.core.services._listing import list_partition
 from overcast.core.services.flows import Flows
 from overcast.core.states import Cancelling, Pending, Running, Scheduled, State, StateType, utcnow
@@ -83,13 +84,22 @@ class FlowRuns:
 
     # -- create and read ----------------------------------------------------------------------
 
-    def create(self, request: FlowRunCreate) -> tuple[FlowRun, bool]:
+    def create(
+        self, request: FlowRunCreate, *, auto_scheduled: bool = False, checks: Sequence[Check] = ()
+    ) -> tuple[FlowRun, bool]:
         """Create a run; return it and whether it is new.
 
         With an ``idempotency_key``, a second creation for the same flow returns the first run.
 
+        Args:
+            request: the run to create.
+            auto_scheduled: the scheduler creates it from a deployment's schedule.
+            checks: conditions on other items that the creation requires (the scheduler's: the
+                deployment is still the version it computed the run from).
+
         Raises:
             InvalidValueError: the initial state is not SCHEDULED, PENDING or RUNNING.
+            TransactionConflictError: one of ``checks`` failed.
         """
         now = self._clock()
         state = (request.state or Pending()).model_copy(update={"timestamp": now})
@@ -106,6 +116,10 @@ class FlowRuns:
             flow_id=flow.id,
             flow_name=flow.name,
             deployment_id=request.deployment_id,
+            work_pool_name=request.work_pool_name,
+            work_queue_name=request.work_queue_name,
+            job_variables=request.job_variables,
+            auto_scheduled=auto_scheduled,
             parent_task_run_id=request.parent_task_run_id,
             parameters=request.parameters,
             tags=request.tags,
@@ -118,13 +132,15 @@ class FlowRuns:
         )
         if state.type is StateType.RUNNING:
             run = run.model_copy(update={"run_count": 1, "start_time": now})
-        operations: list[Put] = [
+        operations: list[Operation] = [
             Put(_item(run), if_absent=True),
             Put(_history_item(run.id, state), if_absent=True),
         ]
         if request.idempotency_key:
             pk, sk = keys.idempotency(flow.id, request.idempotency_key)
             operations.append(Put({"pk": pk, "sk": sk, "run_id": str(run.id)}, if_absent=True))
+        operations += checks
+        operations += _run_index.changes(None, run)
         try:
             self._store.transact(operations)
         except TransactionConflictError as exc:
@@ -174,6 +190,11 @@ class FlowRuns:
     def set_state(self, run_id: uuid.UUID, proposed: State, *, force: bool = False) -> OrchestrationResult:
         """Propose ``proposed`` for the run and return the decision (see ``orchestration``).
 
+        A run of a deployment with a concurrency limit takes a slot on its way to PENDING or
+        RUNNING and frees it when it leaves them, in the same guarded write (see ``_slots``);
+        the run's index items (a deployment's scheduled runs, a pool's waiting runs) move with
+        it likewise.
+
         Raises:
             NotFoundError: no such run.
             FlowRunConflictError: the run kept changing under us (extreme contention).
@@ -181,7 +202,8 @@ class FlowRuns:
         for _ in range(MAX_ATTEMPTS):
             run, version = self._read(run_id)
             now = self._clock()
-            verdict = decide(run, proposed, now=now, force=force)
+            slots = _slots.read(self._store, run, proposed, now)
+            verdict = decide(run, proposed, now=now, force=force, slots=slots.view if slots else None)
             if verdict.write is None:
                 return OrchestrationResult(
                     status=verdict.decision,
@@ -190,13 +212,15 @@ class FlowRuns:
                     wait_seconds=verdict.wait_s,
                 )
             updated = apply(run, verdict.write, now)
+            operations: list[Operation] = [
+                Put(_item(updated), if_version=version),
+                Put(_history_item(run_id, verdict.write), if_absent=True),
+                *_run_index.changes(run, updated),
+            ]
+            if slots is not None:
+                operations += slots.operations(run, verdict.write, now)
             try:
-                self._store.transact(
-                    [
-                        Put(_item(updated), if_version=version),
-                        Put(_history_item(run_id, verdict.write), if_absent=True),
-                    ]
-                )
+                self._store.transact(operations)
             except TransactionConflictError:
                 continue  # someone changed the run first: decide again against what they wrote
             return OrchestrationResult(status=verdict.decision, state=verdict.write, reason=verdict.reason)
@@ -222,6 +246,93 @@ class FlowRuns:
             Scheduled(message="resumed") if run.state.details.pause_reschedule else Running(message="resumed")
         )
         return self.set_state(run_id, proposed)
+
+    # -- runs waiting in deployments and work pools --------------------------------------------
+
+    def waiting_in_pool(
+        self,
+        pool: str,
+        *,
+        work_queue_names: Sequence[str] | None = None,
+        states: Sequence[StateType] = (StateType.SCHEDULED, StateType.PENDING),
+        before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[FlowRun]:
+        """The runs of work pool ``pool`` waiting for a worker, earliest expected start first.
+
+        Args:
+            pool: the pool's name.
+            work_queue_names: only runs of these queues.
+            states: only runs in these state types (SCHEDULED, PENDING and RUNNING are indexed).
+            before: only runs expected to start at or before this time.
+            limit: the most runs to return.
+        """
+        high = keys.ts(before) + "#~" if before is not None else None
+        wanted = {s.value for s in states}
+        queues = set(work_queue_names) if work_queue_names else None
+        found: list[Item] = []
+        for shard in range(keys.SHARDS):
+            cursor = None
+            while True:
+                page = self._store.query(
+                    keys.pool_runs(pool, shard),
+                    sk_range=(None, high) if high else None,
+                    cursor=cursor,
+                    limit=500,
+                )
+                found += [
+                    i
+                    for i in page.items
+                    if i["state_type"] in wanted and (queues is None or i.get("work_queue_name") in queues)
+                ]
+                cursor = page.cursor
+                if cursor is None or len(found) >= limit * keys.SHARDS:
+                    break
+        found.sort(key=lambda i: i["sk"])
+        return self._runs_of(found[:limit])
+
+    def scheduled_of_deployment(self, deployment_id: uuid.UUID, *, limit: int = 1000) -> list[FlowRun]:
+        """The runs of a deployment in a SCHEDULED state (Scheduled, Late, AwaitingRetry …), earliest first."""
+        page = self._store.query(keys.deployment_runs(deployment_id), limit=limit)
+        return self._runs_of(page.items)
+
+    def delete_unstarted(self, run_id: uuid.UUID) -> bool:
+        """Delete a run that never started (SCHEDULED, never RUNNING) with its history and keys.
+
+        What pausing or changing a deployment does to the runs its schedules made, so that the
+        scheduler may create them again (their idempotency keys are freed too).
+
+        Returns:
+            Whether the run was deleted; ``False`` when it is gone, or has started meanwhile.
+        """
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                run, version = self._read(run_id)
+            except NotFoundError:
+                return False
+            if run.state.type is not StateType.SCHEDULED or run.run_count:
+                return False
+            pk, sk = keys.flow_run(run_id)
+            operations: list[Operation] = [Delete(pk, sk, if_version=version)]
+            operations += [Delete(i["pk"], i["sk"]) for i in self._store.query(pk).items if i["sk"] != sk]
+            if run.idempotency_key:
+                operations.append(Delete(*keys.idempotency(run.flow_id, run.idempotency_key)))
+            operations += [Delete(i["pk"], i["sk"]) for i in _run_index.items(run)]
+            try:
+                self._store.transact(operations[:100])
+            except TransactionConflictError:
+                continue
+            return True
+        raise FlowRunConflictError(pk, sk, f"the run kept changing; gave up after {MAX_ATTEMPTS} tries")
+
+    def _runs_of(self, index_items: list[Item]) -> list[FlowRun]:
+        runs = []
+        for entry in index_items:
+            try:
+                runs.append(self.get(uuid.UUID(entry["run_id"])))
+            except NotFoundError:
+                continue  # deleted since the index was read
+        return runs
 
     # -- internals ----------------------------------------------------------------------------
 

@@ -16,6 +16,8 @@ from overcast.handlers.api import errors
 from overcast.handlers.api.auth import BearerAuth
 from overcast.handlers.api.routes import (
     artifacts,
+    deployments,
+    events,
     flow_runs,
     flows,
     health,
@@ -23,6 +25,7 @@ from overcast.handlers.api.routes import (
     task_runs,
     transactions,
     variables,
+    work_pools,
 )
 
 API_PREFIX = "/api"
@@ -53,8 +56,12 @@ def create_app(plane: ControlPlane, *, settings: Settings | None = None) -> Fast
     errors.install(app)
     protected = [Depends(BearerAuth(settings.api_key))]
     app.include_router(health.router, prefix=API_PREFIX)
-    for module in (flows, flow_runs, task_runs, logs, transactions, artifacts, variables):
+    for module in (flows, flow_runs, task_runs, logs, transactions, artifacts, variables, work_pools, events):
         app.include_router(
             module.router, prefix=API_PREFIX, dependencies=protected, responses=errors.ERROR_RESPONSES
+        )
+    for router in (deployments.router, deployments.schedules_router):
+        app.include_router(
+            router, prefix=API_PREFIX, dependencies=protected, responses=errors.ERROR_RESPONSES
         )
     return app

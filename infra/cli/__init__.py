@@ -20,8 +20,12 @@ from overcast import __version__
 COMMANDS: tuple[str, ...] = (
     "overcast.infra.cli.server",
     "overcast.infra.cli.runs",
+    "overcast.infra.cli.dev",
+    "overcast.infra.cli.deployments",
     "overcast.infra.cli.artifacts",
     "overcast.infra.cli.variables",
+    "overcast.infra.cli.work_pools",
+    "overcast.infra.cli.workers",
 )
 
 

@@ -140,6 +140,16 @@ def flow_run_retry(run_id: Annotated[uuid.UUID, typer.Argument(help="The flow ru
     )
 
 
+@flow_run_app.command("execute")
+def flow_run_execute(run_id: Annotated[uuid.UUID, typer.Argument(help="The flow run's id.")]) -> None:
+    """Execute a deployment's flow run here (what workers and runners do); exit 1 if it fails."""
+    from overcast.handlers.runner import RunRequest, handle
+
+    outcome = handle([RunRequest("cli", run_id)])["cli"]
+    if outcome not in ("completed", "skipped"):
+        raise typer.Exit(1)
+
+
 @flow_run_app.command("inspect")
 def flow_run_inspect(run_id: Annotated[uuid.UUID, typer.Argument(help="The flow run's id.")]) -> None:
     """Show a flow run: its details and its state history."""

@@ -517,7 +517,7 @@ def test_process_pool_tasks_cache_through_the_same_control_plane(tmp_path: Path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OVERCAST_")}
     env["OVERCAST_HOME"] = str(tmp_path / "home")
     ledger = tmp_path / "ledger"
-    out = subprocess.run(  # noqa: S603 - our own interpreter and script
+    out = subprocess.run(
         [sys.executable, str(tmp_path / "flow.py"), str(ledger)],
         env=env,
         capture_output=True,

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from overcast.core.models import FlowRun
 from overcast.core.schemas import FlowRunCreate, FlowRunFilter, OrchestrationResult, Page, SetState
+from overcast.core.services.leases import DEFAULT_LEASE_S, MAX_LEASE_S
 from overcast.core.states import State
+from overcast.core.types import Float
 from overcast.handlers.api.errors import ErrorResponse
 from overcast.handlers.api.routes._deps import Plane
 
@@ -67,3 +71,26 @@ def cancel_flow_run(run_id: uuid.UUID, plane: Plane) -> OrchestrationResult:
 def resume_flow_run(run_id: uuid.UUID, plane: Plane) -> OrchestrationResult:
     """Resume a paused run (a suspended one is scheduled again)."""
     return plane.flow_runs.resume(run_id)
+
+
+class Heartbeat(BaseModel):
+    """A runner vouching for a running flow run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lease_s: Float = Field(
+        default=DEFAULT_LEASE_S, gt=0, le=MAX_LEASE_S, description="Seconds the run is vouched for."
+    )
+
+
+class LeaseEnd(BaseModel):
+    """When a run's lease ends, unless its runner heartbeats again."""
+
+    expires_at: datetime
+
+
+@router.post("/{run_id:uuid}/heartbeat", response_model=LeaseEnd, responses=NOT_FOUND)
+def heartbeat_flow_run(run_id: uuid.UUID, body: Heartbeat, plane: Plane) -> LeaseEnd:
+    """Extend a running run's lease: the tick reaps (Crashed) runs whose lease lapsed."""
+    plane.flow_runs.get(run_id)  # 404 for a run that does not exist
+    return LeaseEnd(expires_at=plane.leases.heartbeat(run_id, body.lease_s))

@@ -1,0 +1,89 @@
+"""The pull worker: for work pools of type ``process``, on machines you run yourself.
+
+``overcast worker start --pool NAME`` heartbeats (so the pool is READY while it lives), asks
+the control plane for the pool's due runs, claims each with a version-guarded transition to
+PENDING (two workers never both take a run), and executes it in a subprocess
+(``overcast flow-run execute ID``), at most ``limit`` at once. A run whose subprocess dies is
+left RUNNING for the tick to reap (Crashed, then its retry policy).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from overcast.core.errors import OvercastError
+from overcast.core.orchestration import Decision
+from overcast.core.states import Pending
+
+logger = logging.getLogger("overcast.worker")
+
+
+class Worker:
+    """Polls one pool and runs its flow runs in subprocesses.
+
+    Args:
+        client: the control plane.
+        pool: the work pool's name.
+        name: this worker's name (default: host and process id).
+        queues: the pool's queues to take runs from (default: all).
+        limit: the most runs at once.
+        poll_s: seconds between polls (and heartbeats).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        pool: str,
+        *,
+        name: str | None = None,
+        queues: list[str] | None = None,
+        limit: int = 4,
+        poll_s: float = 2.0,
+    ) -> None:
+        self.client, self.pool, self.queues = client, pool, queues
+        self.name = name or f"{socket.gethostname().lower()}-{os.getpid()}"[:100].replace(".", "-")
+        self.limit, self.poll_s = limit, poll_s
+        self.running: dict[uuid.UUID, subprocess.Popen[bytes]] = {}
+
+    def poll(self) -> list[uuid.UUID]:
+        """One round: heartbeat, reap finished subprocesses, claim and start due runs; return those started."""
+        self.client.send_worker_heartbeat(self.pool, self.name, queues=self.queues)
+        for run_id, process in list(self.running.items()):
+            if process.poll() is not None:
+                del self.running[run_id]
+        room = self.limit - len(self.running)
+        if room <= 0:
+            return []
+        started = []
+        due = self.client.get_scheduled_flow_runs(
+            self.pool, work_queue_names=self.queues, scheduled_before=datetime.now(UTC), limit=room
+        )
+        for run in due:
+            answer = self.client.set_flow_run_state(run.id, Pending(message=f"claimed by worker {self.name}"))
+            if answer.status is not Decision.ACCEPT:
+                continue  # another worker took it, or a concurrency limit holds it back
+            self.running[run.id] = subprocess.Popen(
+                [sys.executable, "-m", "overcast.infra.cli", "flow-run", "execute", str(run.id)]
+            )
+            started.append(run.id)
+        return started
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll until ``stop`` is set; then wait for the runs in progress to end."""
+        while not stop.is_set():
+            try:
+                for run_id in self.poll():
+                    logger.info("worker %s started flow run %s", self.name, run_id)
+            except OvercastError:
+                logger.exception("worker %s could not poll pool %s; trying again", self.name, self.pool)
+            stop.wait(self.poll_s)
+        for process in self.running.values():
+            process.wait()
