@@ -142,6 +142,8 @@ class Deployment(BaseModel):
         paused: a paused deployment gets no scheduled runs (runs asked for by hand still work).
         concurrency_limit: the most runs that may be PENDING or RUNNING at once.
         concurrency_options: what happens to a run past the limit.
+        retry_policy: how its runs' failures are retried (its flow's ``retries``), unless a run
+            asks otherwise.
         created, updated: record timestamps.
     """
 
@@ -166,6 +168,7 @@ class Deployment(BaseModel):
     paused: bool = False
     concurrency_limit: int | None = None
     concurrency_options: ConcurrencyOptions = Field(default_factory=ConcurrencyOptions)
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
     created: UtcDateTime = Field(default_factory=utcnow)
     updated: UtcDateTime = Field(default_factory=utcnow)
 
@@ -205,6 +208,7 @@ class _DeploymentFields(_Request):
     paused: Bool = False
     concurrency_limit: ConcurrencyLimit | None = None
     concurrency_options: ConcurrencyOptions = Field(default_factory=ConcurrencyOptions)
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
 
     @model_validator(mode="after")
     def _bounded(self) -> Self:

@@ -21,12 +21,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from overcast.adapters.factory import Adapters, open_invoker, open_queue
 from overcast.adapters.invokers.process_pool import LocalProcessInvoker
 from overcast.core.errors import NotFoundError, OvercastError
+from overcast.core.services import Tick
 from overcast.core.settings import Settings
 from overcast.core.work_pools import AwsLambdaPoolCreate, QueuePoolCreate
 from overcast.infra.event_source import EventSourceMapping
@@ -49,6 +51,8 @@ class LocalStack:
         function_port: the function host's port (0: any free one).
         tick_s: seconds between ticks (0: no tick thread; call ``tick()`` yourself).
         runner_timeout_s: the runner function's timeout.
+        reap_after_s: how long a running run that never heartbeat may go before the tick
+            reaps it (Crashed, then its retries); a heartbeating run's lease decides otherwise.
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class LocalStack:
         function_port: int = 0,
         tick_s: float = 5.0,
         runner_timeout_s: float = 900,
+        reap_after_s: float | None = None,
     ) -> None:
         self.settings = settings or Settings()
         # boto3 wants credentials even for the local function host, which checks none.
@@ -67,6 +72,8 @@ class LocalStack:
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         self.adapters = Adapters(self.settings)
         self.plane = self.adapters.control_plane()
+        if reap_after_s is not None:
+            self.plane.tick = Tick(self.plane, reap_after=timedelta(seconds=reap_after_s))
         self.queue_url = f"local://{Path(self.settings.home) / 'queue.db'}?name=runs&max_receives=5"
         self.queue = open_queue(self.queue_url)
         self.invoker = LocalProcessInvoker(max_workers=workers, timeout_s=runner_timeout_s)

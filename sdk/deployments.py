@@ -14,6 +14,7 @@ runs. ``run_deployment`` asks for a run and, unless told not to wait, waits for 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 import uuid
@@ -81,6 +82,7 @@ def deploy(
     """
     from overcast._runtime import get_runtime
     from overcast.core.deployments import ConcurrencyOptions, DeploymentCreate, DeploymentScheduleCreate
+    from overcast.core.models import RetryPolicy
 
     wanted: list[Any] = list(schedules or [])
     for kind, value in (("cron", cron), ("interval", interval), ("rrule", rrule)):
@@ -107,6 +109,7 @@ def deploy(
         paused=paused,
         concurrency_limit=concurrency_limit,
         concurrency_options=ConcurrencyOptions.model_validate({"collision_strategy": collision_strategy}),
+        retry_policy=RetryPolicy(retries=flow.retries, retry_delay_seconds=flow.retry_delay_seconds),
     )
     return get_runtime().client.create_deployment(request).id
 
@@ -196,3 +199,54 @@ def run_deployment(
         time.sleep(poll_interval)
         run = client.read_flow_run(run.id)
     return run
+
+
+SERVE_POOL = "serve"
+
+
+def serve(
+    flow: Flow[..., Any],
+    name: str,
+    *,
+    limit: int = 4,
+    poll_s: float = 2.0,
+    stop: Any = None,
+    **options: Any,
+) -> None:
+    """Deploy ``flow`` and execute its runs here until stopped (Ctrl-C), as Prefect's ``serve`` does.
+
+    The deployment goes to the ``process`` work pool ``serve`` (made if missing); this process
+    heartbeats for it, makes its scheduled runs (with the in-process control plane; over HTTP
+    the server's tick does), and executes due runs in subprocesses, ``limit`` at once.
+
+    Args:
+        flow: the flow.
+        name: the deployment's name.
+        limit: the most runs at once.
+        poll_s: seconds between looks for due runs.
+        stop: a ``threading.Event`` that ends serving when set (default: run until Ctrl-C).
+        options: ``deploy``'s options (``cron``, ``interval``, ``parameters``, ``tags`` …).
+    """
+    import threading
+
+    from overcast._runtime import get_runtime
+    from overcast.core.services.work_pools import WorkPoolExistsError
+    from overcast.core.work_pools import ProcessPoolCreate
+    from overcast.workers import Worker
+
+    client = get_runtime().client
+    with contextlib.suppress(WorkPoolExistsError):
+        client.create_work_pool(ProcessPoolCreate.model_validate({"name": SERVE_POOL}))
+    deployment_id = deploy(flow, name, work_pool_name=SERVE_POOL, **options)
+    plane = getattr(client, "plane", None)  # in process: make the scheduled runs ourselves
+
+    def schedule() -> None:
+        if plane is not None:
+            plane.scheduler.schedule(deployment_ids=[deployment_id])
+
+    done = stop or threading.Event()
+    print(f"serving {flow.name}/{name}: its runs execute here (Ctrl-C stops)")  # noqa: T201
+    try:
+        Worker(client, SERVE_POOL, limit=limit, poll_s=poll_s).run(done, before_poll=schedule)
+    except KeyboardInterrupt:
+        done.set()

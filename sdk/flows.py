@@ -167,6 +167,12 @@ class Flow(HookedCallable, Generic[P, R]):
 
         return deploy(self, name, **options)
 
+    def serve(self, name: str, **options: Any) -> None:
+        """Deploy this flow and execute its runs in this process until Ctrl-C; see ``overcast.deployments.serve``."""
+        from overcast.deployments import serve
+
+        serve(self, name, **options)
+
     def parameter_schema(self) -> dict[str, Any] | None:
         """The JSON schema of the flow's parameters (``None`` when a parameter's type has none)."""
         try:

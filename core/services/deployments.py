@@ -295,7 +295,10 @@ class Deployments:
                 job_variables=request.job_variables,
                 work_queue_name=request.work_queue_name,
                 parent_task_run_id=request.parent_task_run_id,
-                retry_policy=request.retry_policy.model_dump(),
+                # the run's own policy when asked for, else the deployment's (its flow's retries)
+                retry_policy=request.retry_policy.model_dump()
+                if "retry_policy" in request.model_fields_set
+                else None,
             )
         )
 
@@ -405,7 +408,9 @@ def run_request(
                 "work_queue_name": work_queue_name or deployment.work_queue_name,
                 "job_variables": {**deployment.job_variables, **(job_variables or {})},
                 "parent_task_run_id": parent_task_run_id,
-                "retry_policy": retry_policy or {},
+                "retry_policy": retry_policy
+                if retry_policy is not None
+                else deployment.retry_policy.model_dump(),
             }
         )
     except ValidationError as exc:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from overcast.core import keys
 from overcast.core.orchestration import Decision
 from overcast.core.services._listing import list_partition
+from overcast.core.services.leases import DEFAULT_LEASE_S
 from overcast.core.states import Late, StateType, utcnow
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class Tick:
         plane: the control plane.
         clock: the current time (injected for tests).
         late_after: how late a scheduled run may be before it is marked Late.
+        reap_after: how long a running run that never heartbeat may go before it is reaped
+            (a heartbeating run is reaped when its lease lapses).
     """
 
     def __init__(
@@ -63,10 +66,12 @@ class Tick:
         *,
         clock: Callable[[], datetime] = utcnow,
         late_after: timedelta = LATE_AFTER,
+        reap_after: timedelta = timedelta(seconds=DEFAULT_LEASE_S),
     ) -> None:
         self._plane = plane
         self._clock = clock
         self._late_after = late_after
+        self._reap_after = reap_after
 
     def run(self, *, horizon: timedelta | None = None, max_runs: int | None = None) -> TickReport:
         """One tick: schedule, mark late, reap, sweep, dispatch (see the module docstring)."""
@@ -75,7 +80,9 @@ class Tick:
         made = plane.scheduler.schedule(now, horizon=horizon, max_runs=max_runs)
         report.scheduled = [str(run.id) for run in made.created]
         report.late = [str(run_id) for run_id in self.mark_late(now)]
-        report.crashed = [str(run_id) for run_id in plane.leases.reap()]
+        report.crashed = [
+            str(run_id) for run_id in plane.leases.reap(grace_s=self._reap_after.total_seconds())
+        ]
         report.events = [event.event for event in plane.work_pools.sweep(now)]
         pushed = plane.dispatcher.dispatch_due()
         report.dispatched = [str(run_id) for run_id in pushed.sent]

@@ -78,7 +78,7 @@ def worker_start(
     import signal
     import threading
 
-    from overcast.infra.worker import Worker
+    from overcast.workers import Worker
 
     worker = Worker(_client(), pool, name=name, queues=queue, limit=limit, poll_s=poll)
     stop = threading.Event()

@@ -1,4 +1,8 @@
-"""The runner end to end on the embedded stack: run_deployment → queue message → runner → COMPLETED."""
+"""The runner end to end: run_deployment → queue message → runner → COMPLETED.
+
+On the embedded stack (SQLite, the local queue) and on moto's server (DynamoDB, SQS with a
+dead-letter queue): the same handler, the same event shapes.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from support import wait_until
 from overcast._runtime import Runtime, _build, use_runtime
 from overcast.adapters.factory import open_queue
 from overcast.adapters.invokers.inline import InlineInvoker
+from overcast.adapters.queues import create_queue
 from overcast.core.settings import Settings
 from overcast.core.states import StateType
 from overcast.core.work_pools import QueuePoolCreate
@@ -40,13 +45,13 @@ FLOW = textwrap.dedent(
 
 
 class Stack:
-    """A control plane on SQLite, a local queue, and the runner function behind an event source."""
+    """A control plane and its runs queue, and the runner function behind an event source."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, store: str = "", queue_url: str = "") -> None:
         self.home = home
-        self.settings = Settings(home=home)
+        self.settings = Settings(home=home, store=store)
         self.runtime: Runtime = _build(self.settings)
-        self.queue_url = f"local://{home / 'queue.db'}?name=runs&max_receives=2"
+        self.queue_url = queue_url or f"local://{home / 'queue.db'}?name=runs&max_receives=2"
         self.queue = open_queue(self.queue_url)
         self.invoker = InlineInvoker({"runner": "overcast.handlers.aws.runner:handler"})
         self.mapping = EventSourceMapping(self.queue, self.invoker, "runner", visibility_s=1)
@@ -68,9 +73,19 @@ class Stack:
         wait_until(step, timeout=timeout)
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    built = Stack(tmp_path)
+@pytest.fixture(params=["embedded", pytest.param("moto", marks=pytest.mark.aws)])
+def stack(request: pytest.FixtureRequest, tmp_path: Path, unique: Any) -> Iterator[Stack]:
+    if request.param == "embedded":
+        built = Stack(tmp_path)
+    else:
+        aws = request.getfixturevalue("aws")
+        name = unique("overcast-runs")
+        create_queue(aws.client("sqs"), name, max_receives=2, visibility_s=1)
+        built = Stack(
+            tmp_path,
+            store=f"dynamodb://{unique('overcast-runner')}?{aws.query()}&create=true",
+            queue_url=f"sqs://{name}?{aws.query()}",
+        )
     built.client.create_work_pool(
         QueuePoolCreate.model_validate({"name": "runs", "config": {"url": built.queue_url}})
     )
@@ -109,7 +124,7 @@ def test_a_poison_message_goes_to_the_dead_letter_queue_and_its_batch_mates_comp
     stack.queue.send("this is not a flow-run message")
     first = run_deployment("greet/nightly", parameters={"word": "one"}, timeout=0)
     second = run_deployment("greet/nightly", parameters={"word": "two"}, timeout=0)
-    dead = stack.queue.dead_letter  # type: ignore[attr-defined]
+    dead = _dead_letter(stack)
 
     def settled() -> bool:
         runs_done = all(stack.client.read_flow_run(r.id).state.is_terminal for r in (first, second))
@@ -119,3 +134,12 @@ def test_a_poison_message_goes_to_the_dead_letter_queue_and_its_batch_mates_comp
     assert sorted(stack.ledger.read_text().split()) == ["one", "two"]
     (parked,) = dead.receive(10, visibility_s=0)
     assert parked.body == "this is not a flow-run message"
+
+
+def _dead_letter(stack: Stack) -> Any:
+    """The runs queue's dead-letter queue: the local queue's own, or SQS's ``NAME-dlq``."""
+    local = getattr(stack.queue, "dead_letter", None)
+    if local is not None:
+        return local
+    name, query = stack.queue_url.split("?", 1)
+    return open_queue(f"{name}-dlq?{query}")

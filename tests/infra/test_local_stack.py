@@ -69,3 +69,46 @@ def _all_runs() -> object:
     from overcast.core.schemas import FlowRunFilter
 
     return FlowRunFilter(limit=10)
+
+
+CRASHING = textwrap.dedent(
+    """
+    import os, signal
+    from pathlib import Path
+    from overcast import flow
+
+    @flow(retries=1)
+    def fragile(marker: str) -> str:
+        if not Path(marker).exists():
+            Path(marker).touch()
+            os.kill(os.getpid(), signal.SIGKILL)  # the function's sandbox dies mid-run
+        return "survived"
+    """
+)
+
+
+def test_a_runner_killed_mid_flow_is_reaped_to_crashed_and_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OVERCAST_HOME", str(tmp_path / "home"))
+    (tmp_path / "flows.py").write_text(CRASHING)
+    with LocalStack(Settings(home=tmp_path / "home"), workers=1, tick_s=0.2, reap_after_s=1) as stack:
+        made = _cli(
+            "deploy",
+            "flows.py:fragile",
+            "--name",
+            "k",
+            "--pool",
+            "local-lambda",
+            "--param",
+            f"marker={tmp_path / 'marker'}",
+            cwd=tmp_path,
+        )
+        assert made.returncode == 0, made.stderr
+        ran = _cli("deployment", "run", "fragile/k", "--watch", cwd=tmp_path)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        (run,) = stack.plane.flow_runs.filter(_all_runs()).items
+        history = [s.name for s in stack.plane.flow_runs.states(run.id)]
+    assert run.state.result() == "survived"
+    assert "Crashed" in history or "AwaitingRetry" in history
+    assert history.count("Running") == 2 and history[-1] == "Completed"

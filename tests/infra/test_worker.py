@@ -14,7 +14,7 @@ from overcast.core.states import StateType
 from overcast.core.work_pools import ProcessPoolCreate
 from overcast.deployments import run_deployment
 from overcast.flows import load_flow_from_entrypoint
-from overcast.infra.worker import Worker
+from overcast.workers import Worker
 
 FLOW = textwrap.dedent(
     """
@@ -63,4 +63,38 @@ def test_two_workers_share_a_pools_runs_and_run_each_once(
     finished = [runtime.client.read_flow_run(r.id) for r in runs]
     assert [f.state.result() for f in finished] == [0, 2, 4, 6]
     assert sorted(int(line.split()[0]) for line in ledger.read_text().splitlines()) == [0, 1, 2, 3]
+    runtime.close()
+
+
+def test_serve_runs_its_deployments_scheduled_runs_in_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("OVERCAST_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    runtime = _build(Settings(home=home))
+    (tmp_path / "flows.py").write_text(FLOW)
+    ledger = tmp_path / "ledger"
+    flow = load_flow_from_entrypoint(f"{tmp_path / 'flows.py'}:stamp")
+    stop = threading.Event()
+    with use_runtime(runtime):
+        server = threading.Thread(
+            target=flow.serve,
+            args=("every-second",),
+            kwargs={
+                "interval": 1,
+                "parameters": {"ledger": str(ledger), "n": 7},
+                "poll_s": 0.1,
+                "stop": stop,
+            },
+        )
+        server.start()
+        try:
+            wait_until(lambda: ledger.exists() and len(ledger.read_text().splitlines()) >= 2, timeout=60)
+        finally:
+            stop.set()
+            server.join(60)
+    assert {line.split()[0] for line in ledger.read_text().splitlines()} == {"7"}
     runtime.close()

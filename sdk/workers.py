@@ -16,12 +16,16 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from overcast.core.errors import OvercastError
 from overcast.core.orchestration import Decision
 from overcast.core.states import Pending
+
+if TYPE_CHECKING:
+    from overcast.client import Client
 
 logger = logging.getLogger("overcast.worker")
 
@@ -40,7 +44,7 @@ class Worker:
 
     def __init__(
         self,
-        client: Any,
+        client: Client,
         pool: str,
         *,
         name: str | None = None,
@@ -76,9 +80,16 @@ class Worker:
             started.append(run.id)
         return started
 
-    def run(self, stop: threading.Event) -> None:
-        """Poll until ``stop`` is set; then wait for the runs in progress to end."""
+    def run(self, stop: threading.Event, *, before_poll: Callable[[], object] | None = None) -> None:
+        """Poll until ``stop`` is set; then wait for the runs in progress to end.
+
+        Args:
+            stop: set it to stop.
+            before_poll: called before each poll (``serve`` schedules its deployments there).
+        """
         while not stop.is_set():
+            if before_poll is not None:
+                before_poll()
             try:
                 for run_id in self.poll():
                     logger.info("worker %s started flow run %s", self.name, run_id)
