@@ -114,7 +114,8 @@ def open_queue(url: str) -> Queue:
 
 
 def open_invoker(url: str, functions: Mapping[str, str] | None = None) -> Invoker:
-    """Return the invoker a URL names (``inline://``, ``local://?workers=N&timeout=S``, ``lambda://``).
+    """Return the invoker a URL names (``inline://``, ``local://?workers=N&timeout=S``, ``lambda://``,
+    ``gcf://?audience=A``: Cloud Functions called by URL).
 
     Args:
         functions: function name to handler path, for the local invokers.
@@ -135,12 +136,16 @@ def open_invoker(url: str, functions: Mapping[str, str] | None = None) -> Invoke
             max_workers=parsed.param("workers", 4, int),
             timeout_s=parsed.param("timeout", 900.0, float),
         )
+    if parsed.scheme == "gcf":
+        from overcast.adapters.invokers.cloud_functions import CloudFunctionsInvoker
+
+        return CloudFunctionsInvoker(audience=parsed.param("audience"))
     if parsed.scheme == "lambda":
         from overcast.adapters.invokers.aws_lambda import LambdaInvoker
 
         return LambdaInvoker.from_url(parsed)
     raise ConfigurationError(
-        f"unknown invoker backend {parsed.scheme!r} in {url!r}; use inline, local or lambda"
+        f"unknown invoker backend {parsed.scheme!r} in {url!r}; use inline, local, lambda or gcf"
     )
 
 

@@ -25,6 +25,9 @@ from enum import StrEnum
 from overcast.core.models import FlowRun
 from overcast.core.states import AwaitingRetry, Cancelled, State, StateType
 
+RUN_LEASE_S = 60.0
+"""How long a runner's heartbeat vouches for its running flow run (see ``services.leases``)."""
+
 # A run may start this early without being told to wait (clocks of runners and the API differ).
 SCHEDULE_TOLERANCE = timedelta(seconds=1)
 SLOT_WAIT_SECONDS = 10.0

@@ -26,9 +26,8 @@ from overcast._timeout import RunTimeoutError, time_limit
 from overcast.context import FlowRunContext, flow_run_context, task_run_context
 from overcast.core.errors import OvercastError
 from overcast.core.models import FlowRun, RetryPolicy
-from overcast.core.orchestration import Decision
+from overcast.core.orchestration import RUN_LEASE_S, Decision
 from overcast.core.schemas import FlowRunCreate, OrchestrationResult
-from overcast.core.services.leases import DEFAULT_LEASE_S
 from overcast.core.states import Cancelled, Completed, Crashed, Failed, Running, State, StateType
 
 if TYPE_CHECKING:
@@ -193,7 +192,7 @@ class _Heartbeats:
     lease while the run goes on.
     """
 
-    def __init__(self, lease_s: float = DEFAULT_LEASE_S) -> None:
+    def __init__(self, lease_s: float = RUN_LEASE_S) -> None:
         self.lease_s = lease_s
         self._runs: dict[uuid.UUID, Client] = {}
         self._lock = threading.Lock()

@@ -12,46 +12,49 @@ import logging
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from overcast.core.deployments import (
-    Deployment,
-    DeploymentCreate,
-    DeploymentFilter,
-    DeploymentFlowRunCreate,
-    DeploymentUpdate,
-)
-from overcast.core.events import Event, EventFilter
-from overcast.core.models import Artifact, FlowRun, LogLine, TaskRun, Variable
-from overcast.core.ports import BlobStore
-from overcast.core.schemas import (
-    ArtifactFilter,
-    ArtifactRequest,
-    ArtifactUpdate,
-    FlowRunCreate,
-    FlowRunFilter,
-    OrchestrationResult,
-    Page,
-    TaskRunFilter,
-    VariableCreate,
-    VariableFilter,
-    VariableUpdate,
-)
-from overcast.core.services import ControlPlane
-from overcast.core.services.locks import Lease
-from overcast.core.services.records import CommitResult, TransactionRecord
-from overcast.core.states import State, register_result_loader
-from overcast.core.work_pools import (
-    Worker,
-    WorkerFilter,
-    WorkPool,
-    WorkPoolFilter,
-    WorkPoolRequest,
-    WorkPoolUpdate,
-    WorkQueue,
-    WorkQueueCreate,
-    WorkQueueUpdate,
-)
+from overcast.core.states import register_result_loader
+
+if TYPE_CHECKING:
+    from overcast.core.deployments import (
+        Deployment,
+        DeploymentCreate,
+        DeploymentFilter,
+        DeploymentFlowRunCreate,
+        DeploymentUpdate,
+    )
+    from overcast.core.events import Event, EventFilter
+    from overcast.core.models import Artifact, FlowRun, LogLine, TaskRun, Variable
+    from overcast.core.ports import BlobStore
+    from overcast.core.schemas import (
+        ArtifactFilter,
+        ArtifactRequest,
+        ArtifactUpdate,
+        FlowRunCreate,
+        FlowRunFilter,
+        OrchestrationResult,
+        Page,
+        TaskRunFilter,
+        VariableCreate,
+        VariableFilter,
+        VariableUpdate,
+    )
+    from overcast.core.services import ControlPlane
+    from overcast.core.services.locks import Lease
+    from overcast.core.services.records import CommitResult, TransactionRecord
+    from overcast.core.states import State
+    from overcast.core.work_pools import (
+        Worker,
+        WorkerFilter,
+        WorkPool,
+        WorkPoolFilter,
+        WorkPoolRequest,
+        WorkPoolUpdate,
+        WorkQueue,
+        WorkQueueCreate,
+        WorkQueueUpdate,
+    )
 
 logger = logging.getLogger("overcast.client")
 
@@ -377,6 +380,8 @@ class DirectClient:
 
     def write_logs(self, lines: list[dict[str, Any]]) -> None:
         """Store log lines."""
+        from overcast.core.models import LogLine
+
         self.plane.logs.write([LogLine.model_validate(line) for line in lines])
 
     def filter_flow_runs(self, query: FlowRunFilter) -> Page[FlowRun]:

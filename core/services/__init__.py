@@ -90,9 +90,9 @@ class ControlPlane:
         self.records = Records(store, self.locks, clock=clock)
         self.artifacts = Artifacts(store, self.flow_runs, blobs=self._blobs, clock=clock)
         self.variables = Variables(store, clock=clock)
-        self.deployments = Deployments(store, self.flows, self.flow_runs, clock=clock)
-        self.scheduler = Scheduler(store, self.deployments, self.flow_runs, clock=clock)
         self.events = Events(store, clock=clock)
+        self.deployments = Deployments(store, self.flows, self.flow_runs, events=self.events, clock=clock)
+        self.scheduler = Scheduler(store, self.deployments, self.flow_runs, clock=clock)
         self.work_pools = WorkPools(store, self.events, self.flow_runs, clock=clock)
         self.dispatcher = Dispatcher(
             store,

@@ -13,12 +13,13 @@ started is never touched.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import JsonValue, ValidationError
 
 from overcast.core import keys
 from overcast.core.deployments import (
@@ -38,16 +39,21 @@ from overcast.core.errors import (
     ConditionFailedError,
     InvalidValueError,
     NotFoundError,
+    OvercastError,
     TransactionConflictError,
 )
+from overcast.core.events import Event
 from overcast.core.models import FlowRun
 from overcast.core.ports import Delete, Item, KeyValueStore, Operation, Put
 from overcast.core.schemas import FlowRunCreate, InitialState, Page
 from overcast.core.services._listing import list_partition
 from overcast.core.services._slots import slots_item
+from overcast.core.services.events import Events
 from overcast.core.services.flow_runs import FlowRuns
 from overcast.core.services.flows import Flows
 from overcast.core.states import StateDetails, StateType, utcnow
+
+logger = logging.getLogger("overcast.deployments")
 
 MAX_ATTEMPTS = 25
 SCHEDULED_KEY_PREFIX = "scheduled "
@@ -104,12 +110,53 @@ class Deployments:
         flows: Flows,
         flow_runs: FlowRuns,
         *,
+        events: Events | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._flows = flows
         self._flow_runs = flow_runs
+        self._events = events
         self._clock = clock
+
+    def _announce(self, deployment: Deployment, what: str, **payload: JsonValue) -> None:
+        """Emit ``overcast.deployment.<what>`` (after the change it reports is stored)."""
+        if self._events is None:
+            return
+        labels = {
+            "overcast.resource.id": f"overcast.deployment.{deployment.id}",
+            "overcast.resource.name": deployment.full_name,
+        }
+        related = [
+            {
+                "overcast.resource.id": f"overcast.flow.{deployment.flow_id}",
+                "overcast.resource.role": "flow",
+                "overcast.resource.name": deployment.flow_name,
+            }
+        ]
+        if deployment.work_pool_name:
+            related.append(
+                {
+                    "overcast.resource.id": f"overcast.work-pool.{deployment.work_pool_name}",
+                    "overcast.resource.role": "work-pool",
+                    "overcast.resource.name": deployment.work_pool_name,
+                }
+            )
+        event = Event(
+            event=f"overcast.deployment.{what}",
+            resource=labels,
+            related=related,
+            payload={"status": "paused" if deployment.paused else "active", **payload},
+        )
+        try:
+            self._events.emit([event])
+        except OvercastError:  # the change stands; its announcement is best effort
+            logger.warning(
+                "could not record event %s for deployment %s",
+                event.event,
+                deployment.full_name,
+                exc_info=True,
+            )
 
     # -- create and read ------------------------------------------------------------------------
 
@@ -153,6 +200,12 @@ class Deployments:
                 continue
             if previous is not None:
                 self._clean_up(previous, deployment)
+            if previous is None:
+                self._announce(deployment, "created")
+            elif previous.paused != deployment.paused:
+                self._announce(deployment, "paused" if deployment.paused else "resumed")
+            else:
+                self._announce(deployment, "updated")
             return deployment, previous is None
         raise DeploymentConflictError(*keys.deployment(deployment_id), "the deployment kept changing")
 
@@ -213,22 +266,34 @@ class Deployments:
             NotFoundError: no such deployment.
             InvalidValueError: as for ``create``.
         """
-        return self._change(deployment_id, lambda d, now: _changed(d, update, update.model_fields_set, now))
+        before = self.get(deployment_id)
+        deployment = self._change(
+            deployment_id, lambda d, now: _changed(d, update, update.model_fields_set, now)
+        )
+        if before.paused != deployment.paused:
+            self._announce(deployment, "paused" if deployment.paused else "resumed")
+        else:
+            self._announce(deployment, "updated")
+        return deployment
 
     def pause(self, deployment_id: uuid.UUID) -> Deployment:
         """Pause the deployment: its schedules make no more runs, and those waiting are deleted.
 
         Runs asked for by hand, and runs that started, are kept. Raises ``NotFoundError``.
         """
-        return self._change(
+        deployment = self._change(
             deployment_id, lambda d, now: d.model_copy(update={"paused": True, "updated": now})
         )
+        self._announce(deployment, "paused")
+        return deployment
 
     def resume(self, deployment_id: uuid.UUID) -> Deployment:
         """Resume the deployment: the next tick schedules its runs again. Raises ``NotFoundError``."""
-        return self._change(
+        deployment = self._change(
             deployment_id, lambda d, now: d.model_copy(update={"paused": False, "updated": now})
         )
+        self._announce(deployment, "resumed")
+        return deployment
 
     def delete(self, deployment_id: uuid.UUID) -> bool:
         """Delete the deployment and the runs of it that wait to start; return whether it existed.
@@ -239,7 +304,7 @@ class Deployments:
             found = self._read(deployment_id)
             if found is None:
                 return False
-            _, version = found
+            gone, version = found
             operations: list[Operation] = [
                 Delete(*keys.deployment(deployment_id), if_version=version),
                 Delete(*keys.deployment_slots(deployment_id)),
@@ -251,6 +316,7 @@ class Deployments:
                 continue
             for run in self._flow_runs.scheduled_of_deployment(deployment_id):
                 self._flow_runs.delete_unstarted(run.id)
+            self._announce(gone, "deleted")
             return True
         raise DeploymentConflictError(*keys.deployment(deployment_id), "the deployment kept changing")
 

@@ -9,8 +9,9 @@ racing for one run send it once — and hands ``{"flow_run_id": …}`` to where 
   run's id where the queue supports it; the runner function consumes it;
 - ``aws-lambda`` pools: an asynchronous invocation (``Event``) of the pool's function, through
   the Lambda Invoke API (AWS, or the local function host);
-- ``process`` pools are pulled by their workers; ``gcp-functions`` pools are not pushed yet
-  (their runs wait for the pull path).
+- ``gcp-functions`` pools: a CloudEvent (shaped as a Pub/Sub push) POSTed to the pool's function
+  URL, from a background thread (the function answers when its run is over);
+- ``process`` pools are pulled by their workers.
 
 Delivery is at least once: a run left PENDING longer than ``stale_after`` (a lost message, a
 failed invocation) is sent again by the tick; the runner's claim makes repeats harmless. The
@@ -36,7 +37,14 @@ from overcast.core.services._listing import list_partition
 from overcast.core.services.flow_runs import FlowRuns
 from overcast.core.services.work_pools import WorkPools
 from overcast.core.states import Pending, StateType, utcnow
-from overcast.core.work_pools import AwsLambdaConfig, QueueConfig, WorkPool, WorkPoolType
+from overcast.core.work_pools import (
+    PUSH_TYPES,
+    AwsLambdaConfig,
+    GcpFunctionsConfig,
+    QueueConfig,
+    WorkPool,
+    WorkPoolType,
+)
 
 logger = logging.getLogger("overcast.dispatch")
 
@@ -138,7 +146,10 @@ class Dispatcher:
             return None
         if pool.type is WorkPoolType.QUEUE and self._open_queue is not None:
             return pool
-        if pool.type is WorkPoolType.AWS_LAMBDA and self._open_invoker is not None:
+        if (
+            pool.type in (WorkPoolType.AWS_LAMBDA, WorkPoolType.GCP_FUNCTIONS)
+            and self._open_invoker is not None
+        ):
             return pool
         return None
 
@@ -160,6 +171,13 @@ class Dispatcher:
                 }
                 invoker = self._open_invoker("lambda://" + (f"?{urlencode(query)}" if query else ""))
                 invoker.invoke(str(pool.config.function), payload, wait=False)
+            elif isinstance(pool.config, GcpFunctionsConfig):
+                assert self._open_invoker is not None
+                audience = pool.config.audience
+                invoker = self._open_invoker(
+                    "gcf://" + (f"?{urlencode({'audience': audience})}" if audience else "")
+                )
+                invoker.invoke(str(pool.config.url), payload, wait=False)
             else:
                 return False
         except OvercastError:
@@ -176,7 +194,7 @@ class Dispatcher:
         cursor: str | None = None
         while True:
             page = self._pools.filter_pools(WorkPoolFilter(limit=200, cursor=cursor))
-            pools.extend(p for p in page.items if p.type in (WorkPoolType.QUEUE, WorkPoolType.AWS_LAMBDA))
+            pools.extend(p for p in page.items if p.type in PUSH_TYPES)
             cursor = page.next_cursor
             if cursor is None:
                 return pools

@@ -18,12 +18,13 @@ from datetime import datetime, timedelta
 
 from overcast.core import keys
 from overcast.core.errors import InvalidValueError, NotFoundError
+from overcast.core.orchestration import RUN_LEASE_S
 from overcast.core.ports import KeyValueStore
 from overcast.core.services._listing import list_partition
 from overcast.core.services.flow_runs import FlowRuns
 from overcast.core.states import Crashed, StateType, utcnow
 
-DEFAULT_LEASE_S = 60.0
+DEFAULT_LEASE_S = RUN_LEASE_S
 """How long a heartbeat vouches for its run."""
 MAX_LEASE_S = 3600.0
 KEEP_S = 86_400  # a lease item outlives its lease by a day, then the store drops it

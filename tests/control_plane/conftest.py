@@ -14,6 +14,8 @@ from overcast.adapters.factory import open_store
 from overcast.adapters.kv.dynamodb import DynamoDBKeyValueStore, create_table
 from overcast.adapters.kv.memory import MemoryKeyValueStore
 from overcast.core.ports import KeyValueStore
+from overcast.core.services import ControlPlane
+from overcast.core.settings import Settings
 
 KV_BACKENDS = ["memory", "sqlite", pytest.param("dynamodb", marks=pytest.mark.aws)]
 
@@ -75,3 +77,34 @@ def kv_backend(
             yield KvBackend(name, f"dynamodb://{table}?{aws.query()}", client, table, aws.is_moto)
         finally:
             client.delete_table(TableName=table)
+
+
+API_BACKENDS = ["sqlite", pytest.param("dynamodb", marks=pytest.mark.aws)]
+
+
+@pytest.fixture(params=API_BACKENDS)
+def plane(
+    request: pytest.FixtureRequest, tmp_path: Path, unique: Callable[[str], str]
+) -> Iterator[ControlPlane]:
+    """A control plane on SQLite, then on DynamoDB (moto's server); suites with other needs override it."""
+    if request.param == "sqlite":
+        store = open_store(f"sqlite://{tmp_path / 'api.db'}")
+        yield ControlPlane(store)
+        store.close()  # type: ignore[attr-defined]
+        return
+    aws = request.getfixturevalue("aws")
+    client = aws.client("dynamodb")
+    table = unique("overcast-api")
+    create_table(client, table)
+    yield ControlPlane(DynamoDBKeyValueStore(table, client=client))
+    client.delete_table(TableName=table)
+
+
+@pytest.fixture
+def api(plane: ControlPlane) -> Any:
+    """The API over ``plane``, auth off, through Starlette's test client."""
+    from fastapi.testclient import TestClient
+
+    from overcast.handlers.api import create_app
+
+    return TestClient(create_app(plane, settings=Settings(api_key="")))

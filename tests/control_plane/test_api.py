@@ -3,46 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from threading import Barrier
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from overcast.adapters.factory import open_store
-from overcast.adapters.kv.dynamodb import DynamoDBKeyValueStore, create_table
 from overcast.core.orchestration import Decision
 from overcast.core.schemas import FlowRunCreate
 from overcast.core.services import ControlPlane
 from overcast.core.settings import Settings
 from overcast.core.states import Pending, Running
 from overcast.handlers.api import create_app
-
-BACKENDS = ["sqlite", pytest.param("dynamodb", marks=pytest.mark.aws)]
-
-
-@pytest.fixture(params=BACKENDS)
-def plane(request: pytest.FixtureRequest, tmp_path: Path, unique: Any) -> Iterator[ControlPlane]:
-    if request.param == "sqlite":
-        store = open_store(f"sqlite://{tmp_path / 'api.db'}")
-        yield ControlPlane(store)
-        store.close()  # type: ignore[attr-defined]
-        return
-    aws = request.getfixturevalue("aws")
-    client = aws.client("dynamodb")
-    table = unique("overcast-api")
-    create_table(client, table)
-    yield ControlPlane(DynamoDBKeyValueStore(table, client=client))
-    client.delete_table(TableName=table)
-
-
-@pytest.fixture
-def api(plane: ControlPlane) -> TestClient:
-    return TestClient(create_app(plane, settings=Settings(api_key="")))
 
 
 def create(api: TestClient, **body: Any) -> dict[str, Any]:

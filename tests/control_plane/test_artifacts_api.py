@@ -47,11 +47,6 @@ def plane(
     client.delete_table(TableName=table)
 
 
-@pytest.fixture
-def api(plane: ControlPlane) -> TestClient:
-    return TestClient(create_app(plane, settings=Settings(api_key="")))
-
-
 def create(api: TestClient, **body: Any) -> dict[str, Any]:
     response = api.post("/api/artifacts", json=body)
     assert response.status_code == 201, response.text

@@ -4,15 +4,11 @@ on moto's server; and the HTTP client over the same app."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from overcast.adapters.factory import open_store
-from overcast.adapters.kv.dynamodb import DynamoDBKeyValueStore, create_table
 from overcast.core.deployments import (
     DeploymentCreate,
     DeploymentFilter,
@@ -25,32 +21,11 @@ from overcast.core.settings import Settings
 from overcast.handlers.api import create_app
 from overcast.http_client import HttpClient
 
-BACKENDS = ["sqlite", pytest.param("dynamodb", marks=pytest.mark.aws)]
 SCHEMA = {
     "type": "object",
     "properties": {"n": {"type": "integer"}, "when": {"type": "string", "format": "date"}},
     "required": ["n"],
 }
-
-
-@pytest.fixture(params=BACKENDS)
-def plane(request: pytest.FixtureRequest, tmp_path: Path, unique: Any) -> Iterator[ControlPlane]:
-    if request.param == "sqlite":
-        store = open_store(f"sqlite://{tmp_path / 'api.db'}")
-        yield ControlPlane(store)
-        store.close()  # type: ignore[attr-defined]
-        return
-    aws = request.getfixturevalue("aws")
-    client = aws.client("dynamodb")
-    table = unique("overcast-deployments")
-    create_table(client, table)
-    yield ControlPlane(DynamoDBKeyValueStore(table, client=client))
-    client.delete_table(TableName=table)
-
-
-@pytest.fixture
-def api(plane: ControlPlane) -> TestClient:
-    return TestClient(create_app(plane, settings=Settings(api_key="")))
 
 
 def deploy(api: TestClient, **body: Any) -> dict[str, Any]:

@@ -27,11 +27,6 @@ def plane(kv_backend: Any) -> Iterator[ControlPlane]:
     store.close()
 
 
-@pytest.fixture
-def api(plane: ControlPlane) -> TestClient:
-    return TestClient(create_app(plane, settings=Settings(api_key="")))
-
-
 def acquire(api: TestClient, key: str, holder: str, lease_s: float = 30) -> Any:
     return api.post("/api/locks/acquire", json={"key": key, "holder": holder, "lease_s": lease_s})
 

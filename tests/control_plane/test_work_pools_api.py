@@ -17,7 +17,6 @@ from overcast.core.ports import KeyValueStore
 from overcast.core.schemas import FlowRunCreate
 from overcast.core.services import ControlPlane
 from overcast.core.services.work_pools import WorkPoolExistsError, WorkQueueExistsError
-from overcast.core.settings import Settings
 from overcast.core.states import Scheduled
 from overcast.core.work_pools import (
     AwsLambdaPoolCreate,
@@ -30,7 +29,6 @@ from overcast.core.work_pools import (
     WorkQueueCreate,
     WorkQueueUpdate,
 )
-from overcast.handlers.api import create_app
 from overcast.http_client import HttpClient
 
 START = 1_800_000_000.0
@@ -50,11 +48,6 @@ def plane(kv_backend: Any, clock: FakeClock) -> Iterator[ControlPlane]:
     store: KeyValueStore = kv_backend.open(clock)
     yield ControlPlane(store, clock=as_datetime(clock))
     store.close()  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def api(plane: ControlPlane) -> TestClient:
-    return TestClient(create_app(plane, settings=Settings(api_key="")))
 
 
 @pytest.fixture(params=["direct", "http"])

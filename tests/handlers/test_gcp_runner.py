@@ -87,3 +87,31 @@ def test_a_malformed_message_is_answered_with_an_error_so_pubsub_retries_it(
 ) -> None:
     client, _ = instance
     assert _push(client, b"not json") == 500
+
+
+def test_a_gcp_functions_pool_pushes_its_runs_to_the_function_url(
+    instance: tuple[FlaskClient, Runtime], tmp_path: Path
+) -> None:
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from overcast.core.work_pools import GcpFunctionsPoolCreate
+
+    client, runtime = instance
+    server = make_server("127.0.0.1", 0, client.application, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/"
+        runtime.client.create_work_pool(
+            GcpFunctionsPoolCreate.model_validate({"name": "gcf", "config": {"url": url}})
+        )
+        load_flow_from_entrypoint(f"{tmp_path / 'flows.py'}:double").deploy(
+            "pushed", work_pool_name="gcf", entrypoint=f"{tmp_path / 'flows.py'}:double"
+        )
+        run = run_deployment("double/pushed", parameters={"n": 5}, timeout=60, poll_interval=0.05)
+    finally:
+        server.shutdown()
+        thread.join(10)
+    assert run.state.is_completed() and run.state.result() == 10
