@@ -179,10 +179,12 @@ async def run_async(
     if task.task_run_name is not None:
         record.name = task.run_name(args, kwargs)
     if _wants_transaction(task, flow_ctx):
-        txn, plan = _task_transaction(task, record, runtime, flow_ctx, args, kwargs)
+        txn, plan, hit = _task_transaction(task, record, runtime, flow_ctx, args, kwargs)
+        if txn is None:
+            return _cached(hit, record, runtime, return_state)
         with txn:
             if txn.record is not None:
-                return _cached(txn, record, runtime, return_state)
+                return _cached(txn.record, record, runtime, return_state)
             return await _run_async_attempts(
                 task, record, runtime, flow_ctx, args, kwargs, return_state, txn, plan
             )
@@ -316,10 +318,12 @@ def run_prepared(
     if task.task_run_name is not None:
         record.name = task.run_name(args, kwargs)
     if _wants_transaction(task, flow_ctx):
-        txn, plan = _task_transaction(task, record, runtime, flow_ctx, args, kwargs)
+        txn, plan, hit = _task_transaction(task, record, runtime, flow_ctx, args, kwargs)
+        if txn is None:
+            return _cached(hit, record, runtime, return_state)
         with txn:
             if txn.record is not None:
-                return _cached(txn, record, runtime, return_state)
+                return _cached(txn.record, record, runtime, return_state)
             return _run_attempts(task, record, runtime, flow_ctx, args, kwargs, return_state, txn, plan)
     return _run_attempts(task, record, runtime, flow_ctx, args, kwargs, return_state, None, None)
 
@@ -339,26 +343,33 @@ def _task_transaction(
     flow_ctx: FlowRunContext | None,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-) -> tuple[Transaction, Plan]:
-    """A task run's own transaction (to enter) and its persistence plan.
+) -> tuple[Transaction | None, Plan, Any]:
+    """A task run's own transaction (to enter), its persistence plan, and a known record.
 
     Entered, the transaction reads the run's record; it commits (or stages for its parent) when
     the block ends, and rolls back if the block raises. A committed record is the run's outcome
-    (``_cached``): the run is Cached, not run.
+    (``_cached``): the run is Cached, not run. A record this process has already seen answers
+    without a transaction at all (``None``, with the record), unless a transaction is open
+    around the call (its isolation and hooks then decide).
     """
     from overcast import _caching
     from overcast.transactions import transaction
 
     plan = _caching.plan(task, record, runtime, flow_ctx, args, kwargs)
+    if plan.key is not None and not plan.refresh and current_transaction.get() is None:
+        known = runtime.records.get(plan.key)
+        if known is not None:
+            return None, plan, known
     txn = transaction(key=plan.key, overwrite=plan.refresh, expires_at=plan.expires_at, store=plan.store)
-    return txn, plan
+    return txn, plan, None
 
 
-def _cached(txn: Transaction, record: TaskRunRecord, runtime: Runtime, return_state: bool) -> Any:
+def _cached(committed: Any, record: TaskRunRecord, runtime: Runtime, return_state: bool) -> Any:
     """End a run whose record was committed before: Cached, with the recorded result."""
-    assert txn.record is not None
-    value = txn.read()
-    record.add("COMPLETED", "Cached", data=txn.record.data)
+    from overcast.results import load_result
+
+    value = load_result(committed.data)
+    record.add("COMPLETED", "Cached", data=committed.data)
     runtime.reporter.task_run(record)
     if return_state:
         state = record.state()

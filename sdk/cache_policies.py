@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is built per cached call, and frozen fields cost µs to set
 class CacheKeyContext:
     """What a cache policy (and a ``cache_key_fn``) may look at besides the inputs.
 
