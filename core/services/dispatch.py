@@ -100,9 +100,29 @@ class Dispatcher:
         A run another dispatcher claimed, one that is not due, or one of a pull pool is left
         alone (``False``).
         """
-        pool = self._push_pool(run)
-        if pool is None:
-            return False
+        pool = self._pool_of(run)
+        return pool is not None and self._claim_and_send(run, pool)
+
+    def dispatch_due(self, *, limit: int = 100) -> DispatchReport:
+        """Send every due run of every push pool, and resend runs PENDING too long (the tick calls it)."""
+        report = DispatchReport()
+        if not self.can_push:
+            return report
+        now = self._clock()
+        pools = {pool.name: pool for pool in self._all_push_pools() if self._pushes(pool)}
+        for pool in pools.values():
+            for run in self._pools.next_runs(pool.name, before=now, limit=limit):
+                if run.state.type is StateType.SCHEDULED and self._claim_and_send(run, pool):
+                    report.sent.append(run.id)
+        for run in self._stale_pending(now, limit):
+            target = pools.get(run.work_pool_name or "")
+            if target is not None and self._send(target, run.id, again=now):
+                report.resent.append(run.id)
+        return report
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _claim_and_send(self, run: FlowRun, pool: WorkPool) -> bool:
         if run.state.type is StateType.SCHEDULED:
             scheduled = run.state.details.scheduled_time
             if scheduled is not None and scheduled > self._clock():
@@ -116,25 +136,8 @@ class Dispatcher:
             return False
         return self._send(pool, run.id)
 
-    def dispatch_due(self, *, limit: int = 100) -> DispatchReport:
-        """Send every due run of every push pool, and resend runs PENDING too long (the tick calls it)."""
-        report = DispatchReport()
-        if not self.can_push:
-            return report
-        now = self._clock()
-        for pool in self._all_push_pools():
-            for run in self._pools.next_runs(pool.name, before=now, limit=limit):
-                if run.state.type is StateType.SCHEDULED and self.dispatch(run):
-                    report.sent.append(run.id)
-        for run in self._stale_pending(now, limit):
-            target = self._push_pool(run)
-            if target is not None and self._send(target, run.id, again=now):
-                report.resent.append(run.id)
-        return report
-
-    # -- internals ----------------------------------------------------------------------------
-
-    def _push_pool(self, run: FlowRun) -> WorkPool | None:
+    def _pool_of(self, run: FlowRun) -> WorkPool | None:
+        """The push pool that sends ``run``, or ``None`` (no pool, a pull pool, paused, unconfigured)."""
         if run.work_pool_name is None or not self.can_push:
             return None
         try:
@@ -142,16 +145,18 @@ class Dispatcher:
         except NotFoundError:
             logger.warning("flow run %s names work pool %r, which does not exist", run.id, run.work_pool_name)
             return None
+        return pool if self._pushes(pool) else None
+
+    def _pushes(self, pool: WorkPool) -> bool:
+        """Whether this dispatcher can send ``pool``'s runs now."""
         if pool.paused or pool.config is None:
-            return None
-        if pool.type is WorkPoolType.QUEUE and self._open_queue is not None:
-            return pool
-        if (
+            return False
+        if pool.type is WorkPoolType.QUEUE:
+            return self._open_queue is not None
+        return (
             pool.type in (WorkPoolType.AWS_LAMBDA, WorkPoolType.GCP_FUNCTIONS)
             and self._open_invoker is not None
-        ):
-            return pool
-        return None
+        )
 
     def _send(self, pool: WorkPool, run_id: uuid.UUID, *, again: datetime | None = None) -> bool:
         payload = {"flow_run_id": str(run_id)}
