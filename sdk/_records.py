@@ -115,7 +115,7 @@ class TaskRunRecord:
         """
         entry = self.states[index]
         if entry[5] is None:
-            entry[5] = f"{self.text[:-4]}{(self._int & 0xFFFF) ^ ((index + 1) & 0xFFFF):04x}"
+            entry[5] = _state_id(self.text[:-4], self._int & 0xFFFF, index)
         return str(entry[5])
 
     def document(self) -> dict[str, Any]:
@@ -128,7 +128,7 @@ class TaskRunRecord:
         for index, entry in enumerate(self.states):
             type_, name, us, message, data, state_id = entry
             if state_id is None:
-                state_id = entry[5] = f"{prefix}{low ^ ((index + 1) & 0xFFFF):04x}"
+                state_id = entry[5] = _state_id(prefix, low, index)
             stamp = ts_us(us)
             state = {"id": state_id, "type": type_, "name": name, "timestamp": stamp}
             if message is not None:
@@ -173,6 +173,12 @@ def _text_of(run_id: uuid.UUID) -> str:
     if cached[0] is not run_id:
         cached = _last_text = (run_id, str(run_id))
     return cached[1]
+
+
+def _state_id(prefix: str, low: int, index: int) -> str:
+    """State ``index``'s id: the run id's text (``prefix``, its last 4 hex digits cut) with its
+    low 16 bits (``low``) xored with the position."""
+    return f"{prefix}{low ^ ((index + 1) & 0xFFFF):04x}"
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
