@@ -30,7 +30,7 @@ from overcast.adapters.invokers.process_pool import LocalProcessInvoker
 from overcast.core.errors import NotFoundError, OvercastError
 from overcast.core.services import Tick
 from overcast.core.settings import Settings
-from overcast.core.work_pools import AwsLambdaPoolCreate, QueuePoolCreate
+from overcast.core.work_pools import AwsLambdaPoolCreate, QueuePoolCreate, WorkPoolUpdate
 from overcast.infra.event_source import EventSourceMapping
 from overcast.infra.function_host import FunctionHost
 
@@ -138,8 +138,6 @@ class LocalStack:
             except NotFoundError:
                 pools.create_pool(request)
             else:  # the function host's port may differ from the last start
-                from overcast.core.work_pools import WorkPoolUpdate
-
                 pools.update_pool(
                     name, WorkPoolUpdate.model_validate({"config": request.config.model_dump(mode="json")})
                 )
