@@ -6,13 +6,15 @@ the embedded backends never imports boto3, s3fs or botocore (cold starts pay for
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from overcast.core.errors import ConfigurationError
+from overcast.core.errors import ConfigurationError, InvalidValueError
 from overcast.core.ports import BlobStore, Invoker, KeyValueStore, Queue
 from overcast.core.settings import BackendURL, Settings
 
@@ -87,6 +89,69 @@ def open_blobs(url: str) -> BlobStore:
 
         return S3BlobStore.from_url(parsed)
     raise ConfigurationError(f"unknown blob backend {parsed.scheme!r} in {url!r}; use file, memory or s3")
+
+
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def validate_bucket_name(name: str) -> str:
+    """Return ``name`` when it follows S3's naming rules for general purpose buckets.
+
+    3-63 characters of lowercase letters, digits, ``.`` and ``-``; a letter or digit at each
+    end; no ``..``; not an IP address; none of S3's reserved prefixes and suffixes. Local
+    buckets follow the same rules, so a name that works on a laptop works on S3.
+
+    Raises:
+        InvalidValueError: the name breaks a rule; the message says which.
+    """
+    problem = ""
+    if not _BUCKET_NAME.match(name):
+        problem = "3-63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit"
+    elif ".." in name:
+        problem = "no two adjacent periods"
+    elif name.startswith(_BUCKET_PREFIXES) or name.endswith(_BUCKET_SUFFIXES):
+        problem = "none of S3's reserved prefixes (xn--, sthree-, …) or suffixes (-s3alias, …)"
+    else:
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            return name
+        problem = "not an IP address"
+    raise InvalidValueError(f"invalid bucket name {name!r}: a bucket name must have {problem}")
+
+
+def open_bucket(url: str, bucket: str) -> BlobStore:
+    """Return bucket ``bucket`` of the buckets a URL names, as a blob store of its objects.
+
+    ``file:///ROOT`` holds one directory per bucket (``ROOT/BUCKET``, created on first use; the
+    watcher of ``overcast dev`` turns what lands there into S3 notifications);
+    ``s3://?region=R&endpoint=URL`` is S3 itself, whose bucket must exist; ``memory://NAME``
+    keeps them in this process (tests).
+
+    Raises:
+        InvalidValueError: the bucket name breaks S3's rules.
+        ConfigurationError: an unknown scheme or a malformed URL.
+    """
+    validate_bucket_name(bucket)
+    parsed = BackendURL(url)
+    if parsed.scheme == "file":
+        from overcast.adapters.blobs.local import LocalBlobStore
+
+        return LocalBlobStore(parsed.require_path() / bucket)
+    if parsed.scheme == "memory":
+        from overcast.adapters.blobs.memory import MemoryBlobStore
+
+        name = f"{parsed.netloc}/{bucket}"
+        blobs: BlobStore = _memory("bucket", name, lambda: MemoryBlobStore(name))
+        return blobs
+    if parsed.scheme == "s3":
+        from overcast.adapters.blobs.s3 import S3BlobStore
+
+        query = url.partition("?")[2]
+        return S3BlobStore.from_url(BackendURL(f"s3://{bucket}?{query}"))
+    raise ConfigurationError(f"unknown buckets backend {parsed.scheme!r} in {url!r}; use file, s3 or memory")
 
 
 def open_queue(url: str) -> Queue:
@@ -183,11 +248,18 @@ class Adapters:
 
     def control_plane(self) -> ControlPlane:
         """The control plane over these adapters: the store, the blobs (opened when the first image
-        artifact arrives, not at every cold start) and the queues and functions of push pools."""
+        artifact arrives, not at every cold start), the queues and functions of push pools, and
+        the sender of automations' webhooks (its HTTP client made on the first webhook)."""
+        from overcast.adapters.webhooks import HttpxWebhookSender
         from overcast.core.services import ControlPlane
 
         return ControlPlane(
-            self.store, blobs=lambda: self.blobs, open_queue=self.queue_at, open_invoker=self.invoker_at
+            self.store,
+            blobs=lambda: self.blobs,
+            open_queue=self.queue_at,
+            open_invoker=self.invoker_at,
+            webhooks=self._get("webhooks", HttpxWebhookSender),
+            task_run_events=self.settings.task_run_events,
         )
 
     def queue_at(self, url: str) -> Queue:

@@ -15,10 +15,12 @@ Resource ids follow ``overcast.<kind>.<id or name>``: ``overcast.flow-run.<id>``
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import uuid
-from typing import Annotated, Any, Self
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -46,8 +48,8 @@ MAX_EVENT_BYTES = 256 * 1024
 
 EventName = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[^\x00-\x20\x7f]+$")]
 """An event's name: 1-1024 characters, no spaces or control characters (``overcast.worker.offline``)."""
-LabelName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
-LabelValue = Annotated[str, StringConstraints(max_length=1000, pattern=r"^[^\x00-\x1f\x7f]*$")]
+LabelName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+LabelValue = Annotated[str, StringConstraints(max_length=1000, pattern=r"^[^\x00-\x1f]*$")]
 
 
 _VERSION_7 = (0x7 << 76) | (0b10 << 62)  # RFC 9562: version 7, variant 0b10
@@ -86,7 +88,7 @@ def _check_related(labels: dict[str, str]) -> dict[str, str]:
 
 
 def _labels_schema(*required: str) -> WithJsonSchema:
-    text = r"^[^\x00-\x1f\x7f]*$"
+    text = r"^[^\x00-\x1f]*$"
     required_label = {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": text}
     properties = {name: required_label for name in required}
     properties[RESOURCE_ID] = {**required_label, "maxLength": MAX_RESOURCE_ID}
@@ -96,7 +98,7 @@ def _labels_schema(*required: str) -> WithJsonSchema:
             "properties": properties,
             "required": list(required),
             "additionalProperties": {"type": "string", "maxLength": 1000, "pattern": text},
-            "propertyNames": {"minLength": 1, "maxLength": 200, "pattern": r"^[^\x00-\x1f\x7f]+$"},
+            "propertyNames": {"minLength": 1, "maxLength": 200, "pattern": r"^[^\x00-\x1f]+$"},
             "maxProperties": MAX_LABELS,
         }
     )
@@ -189,26 +191,131 @@ class EventBatch(BaseModel):
     events: list[Event] = Field(min_length=1, max_length=500)
 
 
+ResourceId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_RESOURCE_ID)]
+LabelPattern = Annotated[str, StringConstraints(max_length=1000, pattern=r"^[^\x00-\x1f]*$")]
+MAX_PATTERNS = 50
+
+
+def name_pattern(pattern: str) -> Callable[[str], bool]:
+    """A test of text against ``pattern``: exact, or with ``*`` standing for any run of characters.
+
+    ``overcast.flow-run.*`` matches every flow-run event, ``*.Failed`` every failure,
+    ``aws.s3.*.created`` an upload. Label value patterns in ``EventFilter`` work the same way.
+    """
+    if "*" not in pattern:
+        return lambda text: text == pattern
+    if pattern.count("*") == 1 and pattern.endswith("*"):
+        prefix = pattern[:-1]
+        return lambda text: text.startswith(prefix)
+    parts = re.split(r"(\*)", pattern)
+    regex = re.compile("".join(".*" if part == "*" else re.escape(part) for part in parts), re.DOTALL)
+    return lambda text: regex.fullmatch(text) is not None
+
+
 class EventFilter(BaseModel):
-    """Which events to list, newest first: every criterion given must hold.
+    """Which events to list, and in which order: every criterion given must hold.
 
     Attributes:
+        names: events whose name is one of these; each is an exact name or a pattern where
+            ``*`` stands for any characters (``overcast.flow-run.*``, ``*.Failed``).
+        exclude_names: events whose name matches none of these (same patterns).
         name_prefix: events whose name starts with this (``overcast.work-pool.``).
-        resource_id: events about this resource (its ``overcast.resource.id``).
+        resource_id: events about this resource (its ``overcast.resource.id``); the fastest
+            criterion, read from the resource's own index.
+        resource_id_prefix: events about a resource whose id starts with this
+            (``overcast.flow-run.``).
+        resource_labels: labels the event's resource must have: label name to a value, or a
+            list of values (any may match); a value may hold ``*`` wildcards (``"*"``: the
+            label must be there).
+        related_resource_id: events with a related resource of this id (``overcast.flow-run.<id>``
+            lists the flow run's task-run events and the events emitted inside it).
+        related_role: events with a related resource in this role (``deployment``); with
+            ``related_resource_id``, the same related resource must have both.
         since, until: the span of ``occurred`` (both inclusive); by default the whole
             retention period up to a day ahead of now.
+        order: ``desc`` (newest first, the default) or ``asc`` (oldest first).
         limit: the most events to return.
-        cursor: ``next_cursor`` of the previous page.
+        cursor: ``next_cursor`` of the previous page (of the same filter).
     """
 
     model_config = ConfigDict(extra="forbid")
 
+    names: list[EventName] | None = Field(default=None, max_length=MAX_PATTERNS)
+    exclude_names: list[EventName] | None = Field(default=None, max_length=MAX_PATTERNS)
     name_prefix: EventName | None = None
-    resource_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_RESOURCE_ID)] | None = None
+    resource_id: ResourceId | None = None
+    resource_id_prefix: ResourceId | None = None
+    resource_labels: (
+        dict[LabelName, LabelPattern | Annotated[list[LabelPattern], Field(max_length=MAX_PATTERNS)]] | None
+    ) = Field(default=None, max_length=MAX_PATTERNS)
+    related_resource_id: ResourceId | None = None
+    related_role: LabelValue | None = None
     since: UtcDateTime | None = None
     until: UtcDateTime | None = None
+    order: Literal["desc", "asc"] = "desc"
     limit: Int = Field(default=50, ge=1, le=500)
     cursor: Cursor | None = None
+
+    def matcher(self, *, with_resource_id: bool = True) -> Callable[[dict[str, Any]], bool]:
+        """A test of an event in its JSON form (``Event.model_dump(mode="json")``) against the
+        filter's criteria, except the time span (the store's index bounds it).
+
+        Args:
+            with_resource_id: also test ``resource_id`` (``False`` when the index read only
+                that resource's events).
+        """
+        return _matcher(self, with_resource_id=with_resource_id)
+
+    def matches(self, event: Event) -> bool:
+        """Whether ``event`` meets every criterion, its time span included."""
+        if self.since is not None and event.occurred < self.since:
+            return False
+        if self.until is not None and event.occurred > self.until:
+            return False
+        return self.matcher()(event.model_dump(mode="json"))
+
+
+def _matcher(query: EventFilter, *, with_resource_id: bool) -> Callable[[dict[str, Any]], bool]:
+    tests: list[Callable[[dict[str, Any]], bool]] = []
+    if query.names:
+        wanted = [name_pattern(p) for p in query.names]
+        tests.append(lambda e: any(test(e["event"]) for test in wanted))
+    if query.exclude_names:
+        unwanted = [name_pattern(p) for p in query.exclude_names]
+        tests.append(lambda e: not any(test(e["event"]) for test in unwanted))
+    if query.name_prefix:
+        prefix = query.name_prefix
+        tests.append(lambda e: str(e["event"]).startswith(prefix))
+    if with_resource_id and query.resource_id is not None:
+        resource_id = query.resource_id
+        tests.append(lambda e: e["resource"].get(RESOURCE_ID) == resource_id)
+    if query.resource_id_prefix is not None:
+        id_prefix = query.resource_id_prefix
+        tests.append(lambda e: str(e["resource"].get(RESOURCE_ID, "")).startswith(id_prefix))
+    if query.resource_labels:
+        labels = [
+            (label, [name_pattern(v) for v in ([values] if isinstance(values, str) else values)])
+            for label, values in query.resource_labels.items()
+        ]
+        tests.append(lambda e: all(_label_matches(e["resource"].get(label), ors) for label, ors in labels))
+    if query.related_resource_id is not None or query.related_role is not None:
+        related_id, role = query.related_resource_id, query.related_role
+        tests.append(
+            lambda e: any(
+                (related_id is None or r.get(RESOURCE_ID) == related_id)
+                and (role is None or r.get(RESOURCE_ROLE) == role)
+                for r in e.get("related", ())
+            )
+        )
+    if not tests:
+        return lambda _e: True
+    if len(tests) == 1:
+        return tests[0]
+    return lambda e: all(test(e) for test in tests)
+
+
+def _label_matches(value: str | None, patterns: list[Callable[[str], bool]]) -> bool:
+    return value is not None and (not patterns or any(test(value) for test in patterns))
 
 
 class Emitted(BaseModel):

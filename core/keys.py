@@ -34,6 +34,16 @@ event               ``EVT#<id>``                 ``META``                       
                                                                                  ``<occurred>#<id>``;
                                                                                  gsi2 ``EVTRES#<resource id>`` /
                                                                                  same; (ttl: retention)
+automation          ``AUTO#<id>``                ``META``                        gsi1 ``AUTOOWNER#<owner>`` /
+                                                                                 ``<created>#<id>``;
+                                                                                 gsi2 ``AUTOS#<s>`` / same
+enabled automations ``AUTO#INDEX``               ``ENABLED``
+trigger bucket      ``AUTO#<id>``                ``BUCKET#<path>#<key hash>``    gsi1 ``AUTODUE#<s>`` /
+                                                                                 ``<end>#<id>#<path>#<hash>``
+                                                                                 (proactive, while it runs)
+child firings       ``AUTO#<id>``                ``CHILDREN#<path>``
+firing              ``AUTO#<id>``                ``FIRING#<firing id>``          gsi1 ``AUTOFIRINGS#<id>`` /
+                                                                                 ``<occurred>#<firing id>``; (ttl)
 ==================  ===========================  ==============================  =========================
 
 A flow run's states are items of the run's own partition, so its history is one query. Task runs
@@ -75,9 +85,21 @@ scheduled runs (what pausing it deletes), ``POOLRUNS#…`` a pool's scheduled, p
 in the order they are due (what its workers poll, and what its concurrency limits count). Both are sparse: a run leaves them when it
 moves on, so they hold only what is waiting.
 
+An automation's partition holds its state: one *bucket* per event trigger (its path in the
+trigger tree, ``""`` the root, ``"0.1"`` a grandchild) and value of its ``for_each`` labels (their
+hash), counting events under the item's version (processes ingesting at once retry); the child
+firings of a compound or sequence trigger; and its firing records, keyed by the firing's
+deterministic id, so that a firing is stored (and acts) once however many evaluations find it,
+listed newest first through gsi1 and expiring after a week. A proactive bucket, while its window
+runs, is also in gsi1 ``AUTODUE#<s>`` by when the window ends: the tick reads only the windows
+that have closed. ``AUTO#INDEX`` / ``ENABLED`` maps each enabled automation to its version: a
+process caches the enabled automations and reads this one item per batch of events to know
+whether its cache is current. Automations are listed in creation order through gsi2 and per
+owner resource (a deployment's triggers) through gsi1.
+
 Hot partitions: a DynamoDB partition takes ~1,000 writes/s, so the partitions every run of a
 kind shares (``RUNSTATE#…``, ``RUNS#…``, ``FLOWS#…``, ``ARTS#…``, ``VARS#…``, ``POOLS#…``,
-``EVTS#…``, ``DEPLOYS#…``, ``DUE#…``, ``POOLRUNS#…``) carry a shard
+``EVTS#…``, ``DEPLOYS#…``, ``DUE#…``, ``POOLRUNS#…``, ``AUTOS#…``, ``AUTODUE#…``) carry a shard
 suffix ``<s>``. The shard count is a parameter of these functions; it is 1 today, and readers
 query every shard.
 """
@@ -411,3 +433,70 @@ def deployment_runs(deployment_id: uuid.UUID | str) -> str:
 def pool_runs(pool: str, shard: int = 0) -> str:
     """The partition of a work pool's scheduled and pending runs (one index item each)."""
     return f"POOLRUNS#{pool}#{shard}"
+
+
+# -- automations -------------------------------------------------------------------------------
+
+BUCKET_PREFIX = "BUCKET#"
+CHILDREN_PREFIX = "CHILDREN#"
+FIRING_PREFIX = "FIRING#"
+
+
+def automation(automation_id: uuid.UUID) -> tuple[str, str]:
+    """The automation's item."""
+    return f"AUTO#{automation_id}", META
+
+
+def automation_partition(automation_id: uuid.UUID) -> str:
+    """The partition of an automation, its buckets, child firings and firing records."""
+    return f"AUTO#{automation_id}"
+
+
+def automations_index(shard: int = 0) -> str:
+    """gsi2 partition listing automations in creation order."""
+    return f"AUTOS#{shard}"
+
+
+def automations_of_owner(owner_resource: str) -> str:
+    """gsi1 partition listing the automations a resource owns (a deployment's triggers)."""
+    return f"AUTOOWNER#{owner_resource}"
+
+
+def automation_sort(created: datetime, automation_id: uuid.UUID) -> str:
+    """An automation's sort key in both indexes: creation time, then id."""
+    return f"{ts(created)}#{automation_id}"
+
+
+def enabled_automations() -> tuple[str, str]:
+    """The item mapping every enabled automation to its version (what caches are checked against)."""
+    return "AUTO#INDEX", "ENABLED"
+
+
+def automation_bucket(automation_id: uuid.UUID, path: str, key_hash: str) -> tuple[str, str]:
+    """An event trigger's bucket: the trigger's path, then the hash of its ``for_each`` labels."""
+    return f"AUTO#{automation_id}", f"{BUCKET_PREFIX}{path}#{key_hash}"
+
+
+def automation_children(automation_id: uuid.UUID, path: str) -> tuple[str, str]:
+    """The child firings of the compound or sequence trigger at ``path``."""
+    return f"AUTO#{automation_id}", f"{CHILDREN_PREFIX}{path}"
+
+
+def automation_firing(automation_id: uuid.UUID, firing_id: uuid.UUID) -> tuple[str, str]:
+    """A firing's record (its actions' outcomes)."""
+    return f"AUTO#{automation_id}", f"{FIRING_PREFIX}{firing_id}"
+
+
+def automation_firings(automation_id: uuid.UUID) -> str:
+    """gsi1 partition listing an automation's firings by when they occurred."""
+    return f"AUTOFIRINGS#{automation_id}"
+
+
+def automations_due(shard: int = 0) -> str:
+    """gsi1 partition of the proactive buckets whose window is running, by when it ends."""
+    return f"AUTODUE#{shard}"
+
+
+def automation_due_sort(end: datetime, automation_id: uuid.UUID, path: str, key_hash: str) -> str:
+    """A proactive bucket's sort key in ``automations_due``: its window's end, then its key."""
+    return f"{ts(end)}#{automation_id}#{path}#{key_hash}"

@@ -3,6 +3,8 @@
 Each is a ``typing.Protocol``; adapters in ``overcast.adapters`` implement them and pass one
 conformance suite per port. The ports are synchronous: boto3, sqlite3 and function handlers
 are, and an adapter that profits from concurrency fans out inside.
+
+A fifth, smaller port, ``WebhookSender``, is how automations call the outside world over HTTP.
 """
 
 from __future__ import annotations
@@ -302,5 +304,23 @@ class Invoker(Protocol):
             InvalidValueError: the payload is not JSON or is over Lambda's limits (6 MB
                 waiting, 1 MB queued).
             ThrottledError: the backend kept refusing for load.
+        """
+        ...
+
+
+@runtime_checkable
+class WebhookSender(Protocol):
+    """Sends one HTTP request (an automation's webhook or notification) and reports the status.
+
+    Retries are the caller's: one call is one attempt. Redirects are not followed.
+    """
+
+    def send(self, method: str, url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
+        """Send the request and return the response's HTTP status code.
+
+        Raises:
+            OSError: no answer (the connection failed or broke; ``TimeoutError``, an
+                ``OSError``, when no answer came within ``timeout_s``).
+            InvalidValueError: the URL or the method cannot be sent at all.
         """
         ...

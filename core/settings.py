@@ -15,6 +15,8 @@ queue       ``local:///PATH?name=Q&max_receives=N`` · ``memory://[NAME]`` ·
             ``sqs://QUEUE_NAME?region=R&endpoint=URL``
 invoker     ``inline://`` · ``local://?workers=N&timeout=S`` ·
             ``lambda://?region=R&endpoint=URL``
+buckets     ``file:///PATH`` (one directory per bucket) · ``memory://[NAME]`` ·
+            ``s3://?region=R&endpoint=URL``
 ==========  ====================================================================
 
 This module reads ``os.environ`` (through pydantic-settings) and nothing else in Overcast does.
@@ -25,7 +27,7 @@ from __future__ import annotations
 import uuid
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, field_validator
@@ -44,11 +46,20 @@ class Settings(BaseSettings):
         queue: the queue URL; empty means an SQLite-backed queue under ``home``.
         invoker: the invoker URL; empty means a local process pool.
         functions: function name to handler path (``module:attr``) for local invokers.
+        buckets: where uploads go (``overcast upload``, ``PUT /api/storage/BUCKET/KEY``): a
+            directory holding one directory per bucket, or S3; empty means ``home/buckets``,
+            the local buckets ``overcast dev`` watches and turns into S3 notifications.
         api_url: the control plane's URL for the HTTP client; empty means in-process.
         api_key: the bearer token the API requires and the HTTP client sends.
         flow_run_id: an existing flow run for the process's first top-level flow call to
             execute instead of creating one (what a worker or a function handler sets to run,
             or rerun, a flow run; tasks whose records were committed are not redone).
+        task_run_events: which task-run states the control plane announces as
+            ``overcast.task-run.<State>`` events: ``auto`` (the default: as ``final`` while an
+            enabled automation listens for task-run events, else none, so that task runs pay
+            for no event writes nobody reads), ``final`` (the state each task run reached by
+            each report: one event per short task), ``all`` (every state, about three per task
+            run) or ``off``.
     """
 
     model_config = SettingsConfigDict(env_prefix="OVERCAST_", extra="ignore", frozen=True)
@@ -59,9 +70,11 @@ class Settings(BaseSettings):
     queue: str = ""
     invoker: str = ""
     functions: dict[str, str] = Field(default_factory=dict)
+    buckets: str = ""
     api_url: str = ""
     api_key: str = ""
     flow_run_id: uuid.UUID | None = None
+    task_run_events: Literal["auto", "all", "final", "off"] = "auto"
 
     @field_validator("home")
     @classmethod
@@ -87,6 +100,11 @@ class Settings(BaseSettings):
     def invoker_url(self) -> str:
         """The invoker URL, with the embedded default filled in."""
         return self.invoker or "local://"
+
+    @cached_property
+    def buckets_url(self) -> str:
+        """The buckets' URL, with the embedded default (local buckets under ``home``) filled in."""
+        return self.buckets or f"file://{self.home / 'buckets'}"
 
 
 class BackendURL:

@@ -21,7 +21,7 @@ from overcast.core.settings import Settings
 
 
 class Reporter:
-    """Sends task-run documents and log lines to the client in the background, in batches.
+    """Sends task-run documents, log lines and events to the client in the background, in batches.
 
     A task run reported several times within one batch (Pending, Running, Completed in a few
     microseconds) is sent once, with all its states.
@@ -49,6 +49,10 @@ class Reporter:
         """Report a log line (``LogLine`` as JSON)."""
         self._buffer.put(line)
 
+    def event(self, event: Any) -> None:
+        """Report an event (an ``Event``; ``emit_event`` builds it)."""
+        self._buffer.put(_Emitted(event))
+
     def document(self, document: dict[str, Any]) -> None:
         """Report a task run whose document was built elsewhere (a process-pool worker)."""
         self._buffer.put(_Prebuilt(document))
@@ -64,18 +68,23 @@ class Reporter:
     def _sink(self, batch: list[Any]) -> None:
         records: dict[Any, TaskRunRecord | _Prebuilt] = {}
         lines = []
+        events = []
         for item in batch:
             if type(item) is TaskRunRecord:
                 item.queued = False  # before its document is built: see task_run()
                 records[item] = item
             elif type(item) is _Prebuilt:
                 records[item.id] = item
+            elif type(item) is _Emitted:
+                events.append(item.event)
             else:
                 lines.append(item)
         if records:
             self._client.report_task_runs([record.document() for record in records.values()])
         if lines:
             self._client.write_logs(lines)
+        if events:  # a batch sent again after a failure stores them once (idempotent by id)
+            self._client.emit_events(events)
 
 
 class _Prebuilt:
@@ -89,6 +98,15 @@ class _Prebuilt:
 
     def document(self) -> dict[str, Any]:
         return self._document
+
+
+class _Emitted:
+    """An event waiting in the buffer."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
 
 
 class RecordCache:

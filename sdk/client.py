@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from overcast.core.states import register_result_loader
 
 if TYPE_CHECKING:
+    from overcast.core.automations import Automation, AutomationCreate, AutomationUpdate, FiringRecord
     from overcast.core.deployments import (
         Deployment,
         DeploymentCreate,
@@ -340,6 +341,48 @@ class Client(Protocol):
         """List events newest first."""
         ...
 
+    # -- automations ------------------------------------------------------------------------------
+
+    def create_automation(self, request: AutomationCreate) -> Automation:
+        """Create an automation. Raises ``InvalidValueError`` for a broken template."""
+        ...
+
+    def read_automation(self, automation_id: uuid.UUID) -> Automation:
+        """Read an automation. Raises ``NotFoundError``."""
+        ...
+
+    def filter_automations(
+        self, *, owner_resource: str | None = None, limit: int = 200, cursor: str | None = None
+    ) -> Page[Automation]:
+        """List automations (those ``owner_resource`` owns, when given), a page at a time."""
+        ...
+
+    def update_automation(self, automation_id: uuid.UUID, update: AutomationUpdate) -> Automation:
+        """Change the fields ``update`` sets. Raises ``NotFoundError``."""
+        ...
+
+    def set_automation_enabled(self, automation_id: uuid.UUID, enabled: bool) -> Automation:
+        """Resume (``True``) or pause (``False``) an automation. Raises ``NotFoundError``."""
+        ...
+
+    def delete_automation(self, automation_id: uuid.UUID) -> bool:
+        """Delete an automation; return whether there was one."""
+        ...
+
+    def replace_automations_owned_by(
+        self, resource_id: str, requests: list[AutomationCreate]
+    ) -> list[Automation]:
+        """Make the automations ``resource_id`` owns these (unchanged ones keep their ids)."""
+        ...
+
+    def delete_automations_owned_by(self, resource_id: str) -> int:
+        """Delete the automations ``resource_id`` owns; return how many there were."""
+        ...
+
+    def read_automation_firings(self, automation_id: uuid.UUID, *, limit: int = 50) -> list[FiringRecord]:
+        """An automation's firings with their actions' outcomes, newest first. Raises ``NotFoundError``."""
+        ...
+
 
 class DirectClient:
     """The control plane's services, called in this process.
@@ -610,6 +653,64 @@ class DirectClient:
     def filter_events(self, query: EventFilter) -> Page[Event]:
         """List events newest first."""
         return self.plane.events.filter(query)
+
+    # -- automations ------------------------------------------------------------------------------
+
+    def create_automation(self, request: AutomationCreate) -> Automation:
+        """Create an automation. Raises ``InvalidValueError`` for a broken template."""
+        from overcast.core.automations import validate_action_templates
+
+        validate_action_templates(request)
+        return self.plane.automations.create(request)
+
+    def read_automation(self, automation_id: uuid.UUID) -> Automation:
+        """Read an automation. Raises ``NotFoundError``."""
+        return self.plane.automations.get(automation_id)
+
+    def filter_automations(
+        self, *, owner_resource: str | None = None, limit: int = 200, cursor: str | None = None
+    ) -> Page[Automation]:
+        """List automations (those ``owner_resource`` owns, when given), a page at a time."""
+        return self.plane.automations.list(limit=limit, cursor=cursor, owner_resource=owner_resource)
+
+    def update_automation(self, automation_id: uuid.UUID, update: AutomationUpdate) -> Automation:
+        """Change the fields ``update`` sets. Raises ``NotFoundError``."""
+        from overcast.core.automations import validate_action_templates
+
+        validate_action_templates(update)
+        return self.plane.automations.update(automation_id, update)
+
+    def set_automation_enabled(self, automation_id: uuid.UUID, enabled: bool) -> Automation:
+        """Resume (``True``) or pause (``False``) an automation. Raises ``NotFoundError``."""
+        return self.plane.automations.set_enabled(automation_id, enabled)
+
+    def delete_automation(self, automation_id: uuid.UUID) -> bool:
+        """Delete an automation; return whether there was one."""
+        from overcast.core.errors import NotFoundError
+
+        try:
+            self.plane.automations.delete(automation_id)
+        except NotFoundError:
+            return False
+        return True
+
+    def replace_automations_owned_by(
+        self, resource_id: str, requests: list[AutomationCreate]
+    ) -> list[Automation]:
+        """Make the automations ``resource_id`` owns these (unchanged ones keep their ids)."""
+        from overcast.core.automations import validate_action_templates
+
+        for request in requests:
+            validate_action_templates(request)
+        return self.plane.automations.replace_owned_by(resource_id, requests)
+
+    def delete_automations_owned_by(self, resource_id: str) -> int:
+        """Delete the automations ``resource_id`` owns; return how many there were."""
+        return self.plane.automations.delete_owned_by(resource_id)
+
+    def read_automation_firings(self, automation_id: uuid.UUID, *, limit: int = 50) -> list[FiringRecord]:
+        """An automation's firings with their actions' outcomes, newest first. Raises ``NotFoundError``."""
+        return self.plane.automations.firings(automation_id, limit=limit)
 
 
 def _blobs_from_settings() -> BlobStore:

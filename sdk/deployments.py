@@ -56,6 +56,7 @@ def deploy(
     job_variables: dict[str, Any] | None = None,
     entrypoint: str | None = None,
     enforce_parameter_schema: bool = True,
+    triggers: list[Any] | None = None,
 ) -> uuid.UUID:
     """Create (or update) the deployment ``<flow name>/<name>`` and return its id.
 
@@ -76,12 +77,23 @@ def deploy(
             defined in (relative to the working directory) and its function's name. A relative
             path is found from the working directory of this call (the deployment's ``path``).
         enforce_parameter_schema: check run parameters against the flow's signature.
+        triggers: events that run the deployment: ``EventTrigger``s (and compound or sequence
+            triggers), or ``DeploymentEventTrigger``s that also name the run's ``parameters``
+            (templated from the event); dicts of either are read too. Each is saved as an
+            automation the deployment owns; deploying again replaces them (those unchanged
+            keep their ids), so a deploy without triggers removes them.
 
     Raises:
-        InvalidValueError: a bad schedule, parameter, or name.
+        InvalidValueError: a bad schedule, parameter, name, trigger or trigger template.
     """
     from overcast._runtime import get_runtime
-    from overcast.core.deployments import ConcurrencyOptions, DeploymentCreate, DeploymentScheduleCreate
+    from overcast.automations import deployment_automations
+    from overcast.core.deployments import (
+        ConcurrencyOptions,
+        DeploymentCreate,
+        DeploymentScheduleCreate,
+        deployment_id_for,
+    )
     from overcast.core.models import RetryPolicy
 
     wanted: list[Any] = list(schedules or [])
@@ -89,6 +101,8 @@ def deploy(
         if value is not None:
             wanted.append({kind: value, **({"timezone": timezone} if timezone else {})})
     defaults = flow.validated_parameters((), parameters or {}) if parameters else {}
+    # the triggers are checked (and their templates parsed) before anything is saved
+    deployment_automations(deployment_id_for(flow.name, name), name, triggers or [])
     from pydantic_core import to_jsonable_python
 
     request = DeploymentCreate(
@@ -111,7 +125,11 @@ def deploy(
         concurrency_options=ConcurrencyOptions.model_validate({"collision_strategy": collision_strategy}),
         retry_policy=RetryPolicy(retries=flow.retries, retry_delay_seconds=flow.retry_delay_seconds),
     )
-    return get_runtime().client.create_deployment(request).id
+    client = get_runtime().client
+    deployment = client.create_deployment(request)
+    automations = deployment_automations(deployment.id, name, triggers or [])
+    client.replace_automations_owned_by(f"overcast.deployment.{deployment.id}", automations)
+    return deployment.id
 
 
 def flow_entrypoint(flow: Flow[..., Any]) -> str:
@@ -225,7 +243,8 @@ def serve(
         limit: the most runs at once.
         poll_s: seconds between looks for due runs.
         stop: a ``threading.Event`` that ends serving when set (default: run until Ctrl-C).
-        options: ``deploy``'s options (``cron``, ``interval``, ``parameters``, ``tags`` …).
+        options: ``deploy``'s options (``cron``, ``interval``, ``parameters``, ``tags``,
+            ``triggers`` …).
     """
     import threading
 

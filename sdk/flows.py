@@ -267,7 +267,9 @@ def load_flow_from_entrypoint(entrypoint: str, *, base: str | None = None) -> Fl
     """Load the flow an entrypoint names: ``path/to/file.py:flow_name`` or ``package.module:flow_name``.
 
     A file path is imported as a module of its own (a relative one from ``base``, else from the
-    working directory); a dotted name is imported from ``sys.path``.
+    working directory; also from the working directory when ``base`` does not exist here, as
+    when a function runs a deployment made on a laptop); a dotted name is imported from
+    ``sys.path``.
 
     Raises:
         ValueError: a malformed entrypoint, or one that names something other than a flow.
@@ -284,6 +286,10 @@ def load_flow_from_entrypoint(entrypoint: str, *, base: str | None = None) -> Fl
         raise ValueError(f"entrypoint {entrypoint!r} must be 'path/to/file.py:flow' or 'module:flow'")
     if where.endswith(".py") or "/" in where or "\\" in where:
         path = (Path(base) / where if base and not Path(where).is_absolute() else Path(where)).resolve()
+        if not path.is_file() and base and not Path(where).is_absolute() and not Path(base).is_dir():
+            # deployed where ``base`` (the deploying machine's folder) does not exist: a
+            # function's package holds the project at its working directory
+            path = Path(where).resolve()
         if not path.is_file():
             raise FileNotFoundError(f"entrypoint {entrypoint!r}: no file {path}")
         name = f"overcast_entrypoint_{abs(hash(str(path)))}"

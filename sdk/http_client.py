@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx2
 
 from overcast.client import warn_rejected
+from overcast.core.automations import Automation, AutomationCreate, AutomationUpdate, FiringRecord
 from overcast.core.deployments import (
     Deployment,
     DeploymentCreate,
@@ -480,6 +481,58 @@ class HttpClient:
         """List events newest first."""
         body = query.model_dump(mode="json", exclude_none=True)
         return Page[Event].model_validate(self._call("POST", "/events/filter", body))
+
+    # -- automations ------------------------------------------------------------------------------
+
+    def create_automation(self, request: AutomationCreate) -> Automation:
+        """Create an automation. Raises ``InvalidValueError`` for a broken template."""
+        return Automation.model_validate(self._call("POST", "/automations", request.model_dump(mode="json")))
+
+    def read_automation(self, automation_id: uuid.UUID) -> Automation:
+        """Read an automation. Raises ``NotFoundError``."""
+        return Automation.model_validate(self._call("GET", f"/automations/{automation_id}"))
+
+    def filter_automations(
+        self, *, owner_resource: str | None = None, limit: int = 200, cursor: str | None = None
+    ) -> Page[Automation]:
+        """List automations (those ``owner_resource`` owns, when given), a page at a time."""
+        body: dict[str, Any] = {"limit": limit}
+        if owner_resource is not None:
+            body["owner_resource"] = owner_resource
+        if cursor is not None:
+            body["cursor"] = cursor
+        return Page[Automation].model_validate(self._call("POST", "/automations/filter", body))
+
+    def update_automation(self, automation_id: uuid.UUID, update: AutomationUpdate) -> Automation:
+        """Change the fields ``update`` sets. Raises ``NotFoundError``."""
+        body = update.model_dump(mode="json", exclude_unset=True)
+        return Automation.model_validate(self._call("PATCH", f"/automations/{automation_id}", body))
+
+    def set_automation_enabled(self, automation_id: uuid.UUID, enabled: bool) -> Automation:
+        """Resume (``True``) or pause (``False``) an automation. Raises ``NotFoundError``."""
+        verb = "resume" if enabled else "pause"
+        return Automation.model_validate(self._call("POST", f"/automations/{automation_id}/{verb}"))
+
+    def delete_automation(self, automation_id: uuid.UUID) -> bool:
+        """Delete an automation; return whether there was one."""
+        return self._delete(f"/automations/{automation_id}")
+
+    def replace_automations_owned_by(
+        self, resource_id: str, requests: list[AutomationCreate]
+    ) -> list[Automation]:
+        """Make the automations ``resource_id`` owns these (unchanged ones keep their ids)."""
+        body = [r.model_dump(mode="json") for r in requests]
+        answer = self._call("PUT", f"/automations/owned-by/{_segment(resource_id)}", body)
+        return [Automation.model_validate(a) for a in answer]
+
+    def delete_automations_owned_by(self, resource_id: str) -> int:
+        """Delete the automations ``resource_id`` owns; return how many there were."""
+        return int(self._call("DELETE", f"/automations/owned-by/{_segment(resource_id)}")["deleted"])
+
+    def read_automation_firings(self, automation_id: uuid.UUID, *, limit: int = 50) -> list[FiringRecord]:
+        """An automation's firings with their actions' outcomes, newest first. Raises ``NotFoundError``."""
+        answer = self._call("GET", f"/automations/{automation_id}/firings?limit={int(limit)}")
+        return [FiringRecord.model_validate(f) for f in answer]
 
     def _delete(self, path: str) -> bool:
         try:

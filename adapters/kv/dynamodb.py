@@ -287,33 +287,45 @@ def _translate(exc: BaseException, pk: str, sk: str, condition: Condition | None
     return BackendError(f"DynamoDB call failed ({code}): {message}")
 
 
+TTL_ATTRIBUTE = "ttl"
+"""The table's TTL attribute (epoch seconds)."""
+
+
+def table_layout() -> dict[str, Any]:
+    """The table's layout as CreateTable (and CloudFormation's ``AWS::DynamoDB::Table``) spell it.
+
+    Billing mode, attribute definitions, key schema and both indexes: the one definition that
+    ``create_table`` and the deployment templates (``overcast.infra.aws.template``) share.
+    """
+    attributes = ["pk", "sk", *_INDEX_ATTRS]
+    return {
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in attributes],
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": name,
+                "KeySchema": [
+                    {"AttributeName": ipk, "KeyType": "HASH"},
+                    {"AttributeName": isk, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+            for name, (ipk, isk) in INDEXES.items()
+        ],
+    }
+
+
 def create_table(client: Any, table: str, *, wait: bool = True) -> None:
     """Create ``table`` with Overcast's layout (both indexes, TTL on ``ttl``), if it does not exist.
 
     Idempotent: an existing table is left as it is, and its TTL switched on when it is off.
     """
-    attributes = ["pk", "sk", *_INDEX_ATTRS]
     try:
-        client.create_table(
-            TableName=table,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in attributes],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": name,
-                    "KeySchema": [
-                        {"AttributeName": ipk, "KeyType": "HASH"},
-                        {"AttributeName": isk, "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-                for name, (ipk, isk) in INDEXES.items()
-            ],
-        )
+        client.create_table(TableName=table, **table_layout())
     except Exception as exc:
         if error_code(exc) != "ResourceInUseException":
             raise _translate(exc, "-", "-", None) from exc
@@ -322,7 +334,7 @@ def create_table(client: Any, table: str, *, wait: bool = True) -> None:
     ttl = client.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
     if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
         client.update_time_to_live(
-            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
+            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
         )
 
 

@@ -118,6 +118,12 @@ class Deployments:
         self._flow_runs = flow_runs
         self._events = events
         self._clock = clock
+        self._on_delete: list[Callable[[uuid.UUID], object]] = []
+
+    def on_delete(self, callback: Callable[[uuid.UUID], object]) -> None:
+        """Call ``callback`` with a deployment's id once it is deleted: what it owns (its
+        triggers' automations) goes with it. A callback that fails is logged; the deletion stands."""
+        self._on_delete.append(callback)
 
     def _announce(self, deployment: Deployment, what: str, **payload: JsonValue) -> None:
         """Emit ``overcast.deployment.<what>`` (after the change it reports is stored)."""
@@ -317,6 +323,15 @@ class Deployments:
             for run in self._flow_runs.scheduled_of_deployment(deployment_id):
                 self._flow_runs.delete_unstarted(run.id)
             self._announce(gone, "deleted")
+            for callback in self._on_delete:
+                try:
+                    callback(deployment_id)
+                except OvercastError:
+                    logger.warning(
+                        "deployment %s is deleted, but not all it owns could be",
+                        gone.full_name,
+                        exc_info=True,
+                    )
             return True
         raise DeploymentConflictError(*keys.deployment(deployment_id), "the deployment kept changing")
 

@@ -1,7 +1,8 @@
 """Flow runs: creation (idempotent by key), reads, listings, and every state change.
 
-A state change reads the run, lets ``orchestration.decide`` rule on it, and writes the run and
-its history entry in one transaction guarded by the run's version. A proposer that loses a race
+A state change reads the run, lets ``orchestration.decide`` rule on it, and writes the run, its
+history entry and the event announcing it (``overcast.flow-run.<State>``) in one transaction
+guarded by the run's version. A proposer that loses a race
 re-reads and is ruled on again, against the state that beat it: at-least-once delivery of
 "start this run" becomes exactly one start.
 """
@@ -26,6 +27,8 @@ from overcast.core.ports import Check, Delete, Item, KeyValueStore, Operation, P
 from overcast.core.schemas import FlowRunCreate, FlowRunFilter, OrchestrationResult, Page
 from overcast.core.services import _run_index, _slots
 from overcast.core.services._listing import list_partition
+from overcast.core.services._run_events import flow_run_event
+from overcast.core.services.events import Events
 from overcast.core.services.flows import Flows
 from overcast.core.states import Cancelling, Pending, Running, Scheduled, State, StateType, utcnow
 
@@ -74,12 +77,22 @@ class FlowRuns:
     Args:
         store: the key-value store.
         flows: the flow registry (runs register their flow on creation).
+        events: where every creation and accepted transition is announced
+            (``overcast.flow-run.<State>``), in the same transaction as the change.
         clock: the current time (injected for tests).
     """
 
-    def __init__(self, store: KeyValueStore, flows: Flows, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        store: KeyValueStore,
+        flows: Flows,
+        *,
+        events: Events | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self._store = store
         self._flows = flows
+        self._events = events
         self._clock = clock
 
     # -- create and read ----------------------------------------------------------------------
@@ -142,7 +155,7 @@ class FlowRuns:
         operations += checks
         operations += _run_index.changes(None, run)
         try:
-            self._store.transact(operations)
+            self._write(operations, run, None)
         except TransactionConflictError as exc:
             if request.idempotency_key and exc.index == 2:
                 existing = self._by_idempotency_key(flow.id, request.idempotency_key)
@@ -220,7 +233,7 @@ class FlowRuns:
             if slots is not None:
                 operations += slots.operations(run, verdict.write, now)
             try:
-                self._store.transact(operations)
+                self._write(operations, updated, run.state)
             except TransactionConflictError:
                 continue  # someone changed the run first: decide again against what they wrote
             return OrchestrationResult(status=verdict.decision, state=verdict.write, reason=verdict.reason)
@@ -335,6 +348,17 @@ class FlowRuns:
         return runs
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _write(self, operations: list[Operation], run: FlowRun, previous: State | None) -> None:
+        """Apply ``operations``, which make ``run`` enter its state, with the event announcing it."""
+        if self._events is None:
+            self._store.transact(operations)
+            return
+        pool = None
+        if run.work_pool_name is not None:
+            pool_item = self._store.get(*keys.work_pool(run.work_pool_name))
+            pool = pool_item["pool"] if pool_item is not None else None
+        self._events.transact_documents(operations, [flow_run_event(run, previous, pool)])
 
     def _read(self, run_id: uuid.UUID) -> tuple[FlowRun, int]:
         pk, sk = keys.flow_run(run_id)

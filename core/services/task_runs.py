@@ -10,7 +10,9 @@ terminal one included).
 The API validates documents with pydantic at its edge (``TaskRunUpdate``); the in-process
 client hands over documents the engine built, so the hot path never pays for validation twice.
 New task runs (the common case) are inserted up to 100 per transaction: one round trip to
-DynamoDB, one SQLite transaction.
+DynamoDB, one SQLite transaction. The states a batch brings are then announced as
+``overcast.task-run.<State>`` events (by default the state each task run reached: see
+``TaskRuns``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from overcast.core.models import TaskRun
 from overcast.core.ports import MAX_TRANSACTION_ITEMS, Item, KeyValueStore, Put
 from overcast.core.schemas import Page, TaskRunFilter, TaskRunUpdate, TaskRunUpsert
 from overcast.core.services._listing import list_partition
+from overcast.core.services._run_events import task_run_events
+from overcast.core.services.events import Events
 from overcast.core.states import State, utcnow
 
 MAX_ATTEMPTS = 25
@@ -34,6 +38,9 @@ MAX_HISTORY = 200
 
 Document = dict[str, Any]
 """``{"task_run": <TaskRun as JSON>, "states": [<State as JSON>, ...]}``."""
+RunEvents = Literal["auto", "all", "final", "off"]
+"""Which task-run states are announced as events (see ``TaskRuns``)."""
+TASK_RUN_EVENTS = "overcast.task-run."
 
 
 class Outcome(NamedTuple):
@@ -49,11 +56,29 @@ class TaskRuns:
 
     Args:
         store: the key-value store.
+        events: where task runs' states are announced (``overcast.task-run.<State>``).
+        run_events: which states are announced: ``auto`` (the default) announces as ``final``
+            does while an enabled automation listens for task-run events (``listening``), and
+            nothing otherwise, so task runs cost no event writes until something wants them;
+            ``final``, the state each task run reached by each report (a short task's Completed, Failed or Cached; a long one
+            also its Running, reported while it ran); ``all``, every state (Pending, Running
+            … : about three events per task run); ``off``, none.
         clock: the current time (injected for tests).
     """
 
-    def __init__(self, store: KeyValueStore, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        store: KeyValueStore,
+        *,
+        events: Events | None = None,
+        run_events: RunEvents = "auto",
+        listening: Callable[[str], bool] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self._store = store
+        self._events = events if run_events != "off" else None
+        self._every_state = run_events == "all"
+        self._listening = listening if run_events == "auto" else None
         self._clock = clock
 
     def upsert(self, updates: Iterable[TaskRunUpdate]) -> list[TaskRunUpsert]:
@@ -74,20 +99,23 @@ class TaskRuns:
         A document whose flow run does not exist is ``rejected``; the others are unaffected.
         Documents must be well formed (the API validates them; the engine builds them). The
         outcomes are plain tuples, so an in-process caller pays nothing for what it ignores.
+
+        The states announced (see ``run_events``) are stored as events after the task runs:
+        a batch that fails in between is sent again, and its events, whose ids are their
+        states' ids, are then stored once.
         """
         results: dict[int, Outcome] = {}
-        known_runs: dict[str, bool] = {}
+        known_runs: dict[str, Item | None] = {}
         fresh: list[tuple[int, Item]] = []
+        announced: dict[int, list[dict[str, Any]]] = {}  # position -> the states to announce
         updated = keys.ts(self._clock())
         for position, document in enumerate(documents):
             task_run = document["task_run"]
             flow_run_id = task_run.get("flow_run_id")
             if flow_run_id is not None:
                 if flow_run_id not in known_runs:
-                    known_runs[flow_run_id] = (
-                        self._store.get(*keys.flow_run(uuid.UUID(flow_run_id))) is not None
-                    )
-                if not known_runs[flow_run_id]:
+                    known_runs[flow_run_id] = self._store.get(*keys.flow_run(uuid.UUID(flow_run_id)))
+                if known_runs[flow_run_id] is None:
                     reason = f"flow run {flow_run_id} does not exist"
                     results[position] = Outcome(task_run["id"], "rejected", reason)
                     continue
@@ -103,11 +131,41 @@ class TaskRuns:
                 self._store.transact([Put(item, if_absent=True) for _, item in chunk])
             except TransactionConflictError:
                 for position, _ in chunk:
-                    results[position] = self._upsert_one(documents[position])
+                    results[position], announced[position] = self._upsert_one(documents[position])
                 continue
             for position, item in chunk:
                 results[position] = Outcome(item["task_run"]["id"], "applied")
+        if self._events is not None and (self._listening is None or self._listening(TASK_RUN_EVENTS)):
+            self._announce(documents, results, announced, known_runs)
         return [results[position] for position in range(len(documents))]
+
+    def _announce(
+        self,
+        documents: list[Document],
+        results: dict[int, Outcome],
+        new_states: dict[int, list[dict[str, Any]]],
+        flow_runs: dict[str, Item | None],
+    ) -> None:
+        """Store the events of the states the batch brought: per document, its newest state
+        (``final``), or (``all``) the states it added to a stored task run (``new_states``),
+        else all of its states (a new task run, or a replay whose events may have been lost;
+        events stored before are not stored again)."""
+        assert self._events is not None
+        events: list[dict[str, Any]] = []
+        for position, document in enumerate(documents):
+            if results[position].status == "rejected":
+                continue
+            task_run = document["task_run"]
+            if self._every_state:
+                states = new_states.get(position) or document.get("states") or [task_run["state"]]
+            else:
+                states = [task_run["state"]]
+            flow_run_id = task_run.get("flow_run_id")
+            flow_run = flow_runs.get(flow_run_id) if flow_run_id is not None else None
+            events += task_run_events(
+                document, flow_run["run"] if flow_run else None, states, chain=self._every_state
+            )
+        self._events.emit_documents(events)
 
     def get(self, task_run_id: uuid.UUID) -> TaskRun:
         """Return the task run. Raises ``NotFoundError`` when there is none."""
@@ -135,7 +193,9 @@ class TaskRuns:
             raise NotFoundError("task run", str(task_run_id))
         return item
 
-    def _upsert_one(self, document: Document) -> Outcome:
+    def _upsert_one(self, document: Document) -> tuple[Outcome, list[dict[str, Any]]]:
+        """Insert or merge one task run; return the outcome and the states it added to the stored
+        one (none when it inserted the task run, or changed nothing)."""
         task_run_id = document["task_run"]["id"]
         for _ in range(MAX_ATTEMPTS):
             item = self._store.get(*keys.task_run(task_run_id))
@@ -143,15 +203,16 @@ class TaskRuns:
             try:
                 if item is None:
                     self._store.put(_item(_new(document, updated)), if_absent=True)
-                    return Outcome(task_run_id, "applied")
+                    return Outcome(task_run_id, "applied"), []
                 merged = _merged(item, document, updated)
                 if merged is None:
-                    return Outcome(task_run_id, "ignored", "not newer than the stored state")
-                self._store.put(_item(merged), if_version=int(item["v"]))
-                return Outcome(task_run_id, "applied")
+                    return Outcome(task_run_id, "ignored", "not newer than the stored state"), []
+                stored, added = merged
+                self._store.put(_item(stored), if_version=int(item["v"]))
+                return Outcome(task_run_id, "applied"), added
             except ConditionFailedError:
                 continue  # another batch wrote it first: compare again
-        return Outcome(task_run_id, "rejected", "the task run kept changing; retry")
+        return Outcome(task_run_id, "rejected", "the task run kept changing; retry"), []
 
 
 def _order(state: dict[str, Any]) -> tuple[datetime, bool, str]:
@@ -203,8 +264,11 @@ def _new(document: Document, updated: str) -> dict[str, Any]:
     return {"task_run": _without_state(task_run, updated), "history": history}
 
 
-def _merged(item: Item, document: Document, updated: str) -> dict[str, Any] | None:
-    """The stored form after applying ``document`` to ``item``; ``None`` when nothing changes."""
+def _merged(
+    item: Item, document: Document, updated: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The stored form after applying ``document`` to ``item``, and the states it adds;
+    ``None`` when nothing changes."""
     incoming = document["task_run"]
     states = _states(document)
     newest = max(states.values(), key=_order)
@@ -223,7 +287,7 @@ def _merged(item: Item, document: Document, updated: str) -> dict[str, Any] | No
             "start_time": current.get("start_time") or incoming.get("start_time"),
             "run_count": max(current.get("run_count", 0), incoming.get("run_count", 0)),
         }
-    return {"task_run": _without_state(task_run, updated), "history": history}
+    return {"task_run": _without_state(task_run, updated), "history": history}, added
 
 
 def _without_state(task_run: dict[str, Any], updated: str) -> dict[str, Any]:

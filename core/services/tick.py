@@ -7,7 +7,8 @@ minute; on a laptop ``overcast dev`` runs it in a loop. Each tick, in order:
 2. marks Late the scheduled runs that missed their start by more than ``late_after``;
 3. reaps runs whose runner stopped heartbeating (Crashed, then their retry policy);
 4. sweeps work pools, queues and workers, announcing status changes as events;
-5. pushes due runs of push pools to their queue or function, and resends stale ones.
+5. closes the proactive automation windows that ended, firing those that missed their events;
+6. pushes due runs of push pools to their queue or function, and resends stale ones.
 
 Every step is safe to run twice at once and to skip: a missed tick delays, never loses.
 """
@@ -41,6 +42,7 @@ class TickReport:
     late: list[str] = field(default_factory=list)
     crashed: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    firings: list[str] = field(default_factory=list)
     dispatched: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
 
@@ -74,7 +76,7 @@ class Tick:
         self._reap_after = reap_after
 
     def run(self, *, horizon: timedelta | None = None, max_runs: int | None = None) -> TickReport:
-        """One tick: schedule, mark late, reap, sweep, dispatch (see the module docstring)."""
+        """One tick: schedule, mark late, reap, sweep, fire proactive triggers, dispatch (see the module docstring)."""
         plane, now = self._plane, self._clock()
         report = TickReport()
         made = plane.scheduler.schedule(now, horizon=horizon, max_runs=max_runs)
@@ -84,6 +86,7 @@ class Tick:
             str(run_id) for run_id in plane.leases.reap(grace_s=self._reap_after.total_seconds())
         ]
         report.events = [event.event for event in plane.work_pools.sweep(now)]
+        report.firings = [str(firing.id) for firing in plane.automations.evaluate_proactive(now)]
         pushed = plane.dispatcher.dispatch_due()
         report.dispatched = [str(run_id) for run_id in pushed.sent]
         report.resent = [str(run_id) for run_id in pushed.resent]

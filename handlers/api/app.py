@@ -16,12 +16,14 @@ from overcast.handlers.api import errors
 from overcast.handlers.api.auth import BearerAuth
 from overcast.handlers.api.routes import (
     artifacts,
+    automations,
     deployments,
     events,
     flow_runs,
     flows,
     health,
     logs,
+    storage,
     task_runs,
     transactions,
     variables,
@@ -31,12 +33,15 @@ from overcast.handlers.api.routes import (
 API_PREFIX = "/api"
 
 
-def create_app(plane: ControlPlane, *, settings: Settings | None = None) -> FastAPI:
+def create_app(
+    plane: ControlPlane, *, settings: Settings | None = None, buckets: storage.Buckets | None = None
+) -> FastAPI:
     """Build the API over ``plane``.
 
     Args:
         plane: the control plane's services (built once per process by the caller).
         settings: where the API key comes from; with none, auth is off.
+        buckets: opens the buckets uploads go to; by default, those ``settings.buckets_url`` names.
 
     Returns:
         The app; it has no lifespan hooks, so Mangum's per-invocation lifespan costs nothing.
@@ -53,10 +58,23 @@ def create_app(plane: ControlPlane, *, settings: Settings | None = None) -> Fast
         redoc_url=None,
     )
     app.state.control_plane = plane
+    app.state.buckets = buckets or storage.BucketOpener(settings.buckets_url)
     errors.install(app)
     protected = [Depends(BearerAuth(settings.api_key))]
     app.include_router(health.router, prefix=API_PREFIX)
-    for module in (flows, flow_runs, task_runs, logs, transactions, artifacts, variables, work_pools, events):
+    for module in (
+        flows,
+        flow_runs,
+        task_runs,
+        logs,
+        transactions,
+        artifacts,
+        variables,
+        work_pools,
+        events,
+        automations,
+        storage,
+    ):
         app.include_router(
             module.router, prefix=API_PREFIX, dependencies=protected, responses=errors.ERROR_RESPONSES
         )

@@ -21,11 +21,15 @@ COMMANDS: tuple[str, ...] = (
     "overcast.infra.cli.server",
     "overcast.infra.cli.runs",
     "overcast.infra.cli.dev",
+    "overcast.infra.cli.cloud",
+    "overcast.infra.cli.storage",
     "overcast.infra.cli.deployments",
     "overcast.infra.cli.artifacts",
     "overcast.infra.cli.variables",
     "overcast.infra.cli.work_pools",
     "overcast.infra.cli.workers",
+    "overcast.infra.cli.events",
+    "overcast.infra.cli.automations",
 )
 
 

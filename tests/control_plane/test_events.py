@@ -235,6 +235,40 @@ def test_the_api_ingests_idempotently_and_lists(api: TestClient) -> None:
     assert api.get(f"/api/events/{uuid.uuid4()}").status_code == 404
 
 
+def test_the_api_filters_by_pattern_resource_and_related_resource(api: TestClient) -> None:
+    run = related("overcast.flow-run.9", "flow-run")
+    sent = [
+        Event(
+            event="order.placed", occurred=datetime.fromtimestamp(START - 3, UTC), resource=resource("o.1")
+        ),
+        Event(
+            event="order.paid",
+            occurred=datetime.fromtimestamp(START - 2, UTC),
+            resource=resource("o.1", **{"shop.region": "eu"}),
+            related=[run],
+        ),
+        Event(event="order.paid", occurred=datetime.fromtimestamp(START - 1, UTC), resource=resource("o.2")),
+    ]
+    body = {"events": [e.model_dump(mode="json", exclude={"received"}) for e in sent]}
+    assert api.post("/api/events", json=body).json() == {"stored": 3, "duplicates": 0}
+    assert api.post("/api/events", json=body).json() == {"stored": 0, "duplicates": 3}
+
+    def listed(query: dict[str, Any]) -> list[str]:
+        answer = api.post("/api/events/filter", json=query)
+        assert answer.status_code == 200, answer.text
+        return [e["id"] for e in answer.json()["items"]]
+
+    ids = [str(e.id) for e in sent]
+    assert listed({"names": ["*.paid"]}) == [ids[2], ids[1]]
+    assert listed({"names": ["order.*"], "order": "asc"}) == ids
+    assert listed({"related_resource_id": "overcast.flow-run.9", "related_role": "flow-run"}) == [ids[1]]
+    assert listed({"resource_id": "o.1", "exclude_names": ["*.placed"]}) == [ids[1]]
+    assert listed({"resource_labels": {"shop.region": "e*"}}) == [ids[1]]
+    until = datetime.fromtimestamp(START - 2, UTC).isoformat()
+    assert listed({"until": until, "resource_id_prefix": "o."}) == [ids[1], ids[0]]
+    assert api.get(f"/api/events/{ids[1]}").json()["related"] == [run]
+
+
 @pytest.mark.parametrize(
     "request_body",
     [
@@ -250,7 +284,405 @@ def test_the_api_refuses_malformed_events_with_422(api: TestClient, request_body
 
 
 @pytest.mark.parametrize(
-    "query", [{"limit": 0}, {"limit": 501}, {"cursor": "garbage"}, {"since": "yesterday"}, {"nope": 1}]
+    "query",
+    [
+        {"limit": 0},
+        {"limit": 501},
+        {"cursor": "garbage"},
+        {"since": "yesterday"},
+        {"nope": 1},
+        {"names": "order.*"},
+        {"names": ["has space"]},
+        {"names": ["x"] * 51},
+        {"order": "up"},
+        {"resource_labels": {"shop.region": ["eu"] * 51}},
+        {"resource_labels": {"shop.region": 5}},
+        {"related_role": "line\nbreak"},
+        {"resource_id": ""},
+        {"resource_id_prefix": "x" * 501},
+    ],
 )
 def test_the_api_refuses_malformed_filters_with_422(api: TestClient, query: Any) -> None:
     assert api.post("/api/events/filter", json=query).status_code == 422
+
+
+# -- queries --------------------------------------------------------------------------------------
+
+
+def named(name: str, *, ago: float = 0, subject: str = "shop.order.1", **labels: str) -> Event:
+    return Event(
+        event=name,
+        occurred=datetime.fromtimestamp(START - ago, UTC),
+        resource=resource(subject, **labels),
+    )
+
+
+def names_of(found: list[Event]) -> list[str]:
+    return [e.event for e in found]
+
+
+def test_names_are_matched_exactly_by_prefix_or_with_wildcards(events: Events) -> None:
+    for ago, name in enumerate(
+        [
+            "overcast.flow-run.Running",
+            "overcast.flow-run.Failed",
+            "overcast.task-run.Failed",
+            "overcast.task-run.Completed",
+            "shop.order.placed",
+            "shop.order.paid",
+        ]
+    ):
+        events.emit([named(name, ago=ago)])
+
+    # newest first: the order emitted above
+    assert names_of(everything(events, names=["overcast.flow-run.*"])) == [
+        "overcast.flow-run.Running",
+        "overcast.flow-run.Failed",
+    ]
+    assert names_of(everything(events, names=["*.Failed"])) == [
+        "overcast.flow-run.Failed",
+        "overcast.task-run.Failed",
+    ]
+    assert names_of(everything(events, names=["overcast.*.Failed", "shop.order.paid"])) == [
+        "overcast.flow-run.Failed",
+        "overcast.task-run.Failed",
+        "shop.order.paid",
+    ]
+    assert names_of(everything(events, names=["shop.order"])) == []  # exact: not a prefix
+    assert names_of(everything(events, exclude_names=["overcast.*"])) == [
+        "shop.order.placed",
+        "shop.order.paid",
+    ]
+    assert names_of(everything(events, name_prefix="overcast.task-run.", exclude_names=["*.Completed"])) == [
+        "overcast.task-run.Failed"
+    ]
+    oldest_first = everything(events, names=["overcast.*"], order="asc", limit=1)
+    assert names_of(oldest_first) == [
+        "overcast.task-run.Completed",
+        "overcast.task-run.Failed",
+        "overcast.flow-run.Failed",
+        "overcast.flow-run.Running",
+    ]
+
+
+def test_events_are_filtered_by_resource_id_prefix_and_labels(events: Events) -> None:
+    events.emit(
+        [
+            named(
+                "order.placed",
+                ago=3,
+                subject="shop.order.1",
+                **{"shop.region": "eu-west", "shop.tier": "gold"},
+            ),
+            named("order.placed", ago=2, subject="shop.order.2", **{"shop.region": "us-east"}),
+            named("order.placed", ago=1, subject="shop.basket.3", **{"shop.region": "eu-central"}),
+        ]
+    )
+
+    def subjects(**query: Any) -> list[str]:
+        return [e.resource_id for e in everything(events, **query)]
+
+    assert subjects(resource_id="shop.order.2") == ["shop.order.2"]
+    assert subjects(resource_id_prefix="shop.order.") == ["shop.order.2", "shop.order.1"]
+    assert subjects(resource_labels={"shop.region": "eu-*"}) == ["shop.basket.3", "shop.order.1"]
+    assert subjects(resource_labels={"shop.region": ["us-east", "eu-central"]}) == [
+        "shop.basket.3",
+        "shop.order.2",
+    ]
+    assert subjects(resource_labels={"shop.tier": "*"}) == ["shop.order.1"]  # the label must be there
+    assert subjects(resource_labels={"shop.region": "eu-*"}, resource_id_prefix="shop.order.") == [
+        "shop.order.1"
+    ]
+    assert subjects(resource_id="shop.order.1", resource_labels={"shop.region": "us-*"}) == []
+
+
+def test_events_are_filtered_by_related_resource_and_role(events: Events) -> None:
+    run = related("overcast.flow-run.7", "flow-run", "amber-lynx")
+    deployment = related("overcast.deployment.3", "deployment")
+    made = [
+        Event(
+            event="a.b",
+            occurred=datetime.fromtimestamp(START - 3, UTC),
+            resource=resource("x.1"),
+            related=[run],
+        ),
+        Event(
+            event="a.c",
+            occurred=datetime.fromtimestamp(START - 2, UTC),
+            resource=resource("x.2"),
+            related=[run, deployment],
+        ),
+        Event(event="a.d", occurred=datetime.fromtimestamp(START - 1, UTC), resource=resource("x.3")),
+        Event(  # the run's id in another role: not the run
+            event="a.e",
+            occurred=datetime.fromtimestamp(START, UTC),
+            resource=resource("x.4"),
+            related=[related("overcast.flow-run.7", "parent")],
+        ),
+    ]
+    events.emit(made)
+    assert names_of(
+        everything(events, related_resource_id="overcast.flow-run.7", related_role="flow-run")
+    ) == [
+        "a.c",
+        "a.b",
+    ]
+    assert names_of(everything(events, related_resource_id="overcast.flow-run.7")) == ["a.e", "a.c", "a.b"]
+    assert names_of(everything(events, related_role="deployment")) == ["a.c"]
+    assert everything(events, related_resource_id="overcast.deployment.3", related_role="flow-run") == []
+
+
+@pytest.mark.parametrize("order", ["desc", "asc"])
+@pytest.mark.parametrize("limit", [1, 3, 8])
+def test_filtered_time_spans_page_across_days_in_either_order(
+    store: KeyValueStore, clock: FakeClock, order: str, limit: int
+) -> None:
+    sharded = Events(store, clock=as_datetime(clock), shards=2)
+    run = related("overcast.flow-run.1", "flow-run")
+    made = [
+        Event(
+            event="tick.odd" if n % 2 else "tick.even",
+            occurred=datetime.fromtimestamp(START - n * 3600 * 4, UTC),  # 4 hours apart: 5 days
+            resource=resource(f"clock.{n % 3}"),
+            related=[run] if n % 3 else [],
+        )
+        for n in range(30)
+    ]
+    sharded.emit(made)
+    since = datetime.fromtimestamp(START - 3600 * 4 * 25, UTC)
+    until = datetime.fromtimestamp(START - 3600 * 4 * 3, UTC)
+    expected = [e.id for e in made if e.event == "tick.even" and e.related and since <= e.occurred <= until]
+    if order == "asc":
+        expected.reverse()
+    query = {
+        "names": ["*.even"],
+        "related_resource_id": "overcast.flow-run.1",
+        "since": since,
+        "until": until,
+    }
+    pages: list[list[uuid.UUID]] = []
+    cursor = None
+    while True:
+        page = sharded.query(order=order, limit=limit, cursor=cursor, **query)
+        pages.append([e.id for e in page.items])
+        if (cursor := page.next_cursor) is None:
+            break
+    assert [i for page in pages for i in page] == expected
+    assert all(len(page) <= limit for page in pages)
+    assert len(pages) >= len(expected) // limit  # it did page
+
+
+def test_a_filter_says_whether_an_event_matches_it() -> None:
+    from overcast.core.events import EventFilter
+
+    made = Event(
+        event="overcast.flow-run.Failed",
+        occurred=datetime.fromtimestamp(START, UTC),
+        resource=resource("overcast.flow-run.1", "r", **{"overcast.state-type": "FAILED"}),
+        related=[related("overcast.flow.2", "flow", "etl")],
+    )
+    assert EventFilter(names=["*.Failed"], related_role="flow").matches(made)
+    assert EventFilter(resource_labels={"overcast.state-type": "FAIL*"}).matches(made)
+    assert not EventFilter(exclude_names=["overcast.flow-run.*"]).matches(made)
+    assert not EventFilter(since=datetime.fromtimestamp(START + 1, UTC)).matches(made)
+
+
+# -- run events -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def plane(store: KeyValueStore, clock: FakeClock) -> ControlPlane:
+    return ControlPlane(store, clock=as_datetime(clock))
+
+
+def run_events(plane: ControlPlane, run_id: uuid.UUID) -> list[Event]:
+    return plane.events.query(resource_id=f"overcast.flow-run.{run_id}", order="asc", limit=100).items
+
+
+def test_every_accepted_flow_run_transition_is_announced(plane: ControlPlane, clock: FakeClock) -> None:
+    from overcast.core.schemas import FlowRunCreate
+    from overcast.core.states import Completed, Running
+    from overcast.core.work_pools import ProcessPoolCreate
+
+    pool = plane.work_pools.create_pool(ProcessPoolCreate(name="local"))
+    deployment_id = uuid.uuid4()
+    heard: list[str] = []
+    plane.events.subscribe(lambda batch: heard.extend(e.event for e in batch))
+    run, _ = plane.flow_runs.create(
+        FlowRunCreate(
+            flow_name="etl", tags=["nightly", "eu"], deployment_id=deployment_id, work_pool_name="local"
+        )
+    )
+    clock.advance(1)
+    plane.flow_runs.set_state(run.id, Running())
+    clock.advance(1)
+    plane.flow_runs.set_state(run.id, Running())  # refused (already running): no event
+    plane.flow_runs.set_state(run.id, Completed())
+
+    pending, running, completed = run_events(plane, run.id)
+    assert [pending.event, running.event, completed.event] == [
+        "overcast.flow-run.Pending",
+        "overcast.flow-run.Running",
+        "overcast.flow-run.Completed",
+    ]
+    assert [e for e in heard if e.startswith("overcast.flow-run.")] == [
+        pending.event,
+        running.event,
+        completed.event,
+    ]
+    assert completed.resource == {
+        "overcast.resource.id": f"overcast.flow-run.{run.id}",
+        "overcast.resource.name": run.name,
+        "overcast.state-type": "COMPLETED",
+        "overcast.state-name": "Completed",
+    }
+    roles = {r["overcast.resource.role"]: r for r in completed.related}
+    assert roles["flow"] == {
+        "overcast.resource.id": f"overcast.flow.{run.flow_id}",
+        "overcast.resource.role": "flow",
+        "overcast.resource.name": "etl",
+    }
+    assert roles["deployment"]["overcast.resource.id"] == f"overcast.deployment.{deployment_id}"
+    assert roles["work-pool"]["overcast.resource.id"] == f"overcast.work-pool.{pool.id}"
+    assert roles["work-pool"]["overcast.resource.name"] == "local"
+    assert sorted(r["overcast.resource.id"] for r in completed.related_in_role("tag")) == [
+        "overcast.tag.eu",
+        "overcast.tag.nightly",
+    ]
+    assert completed.payload == {
+        "intended": {"from": "RUNNING", "to": "COMPLETED"},
+        "initial_state": {"type": "RUNNING", "name": "Running"},
+        "validated_state": {"type": "COMPLETED", "name": "Completed"},
+    }
+    assert pending.payload["intended"] == {"to": "PENDING"} and pending.follows is None
+    assert running.follows == pending.id and completed.follows == running.id
+    assert completed.occurred == plane.flow_runs.get(run.id).state.timestamp
+
+
+def test_a_failure_and_its_retry_are_announced(plane: ControlPlane, clock: FakeClock) -> None:
+    from overcast.core.models import RetryPolicy
+    from overcast.core.schemas import FlowRunCreate
+    from overcast.core.states import Failed, Running
+
+    run, _ = plane.flow_runs.create(FlowRunCreate(flow_name="flaky", retry_policy=RetryPolicy(retries=1)))
+    for proposed in (Running(), Failed("boom\nat line 3"), Running(), Failed("boom again")):
+        clock.advance(1)
+        plane.flow_runs.set_state(run.id, proposed)  # the first failure is retried: AwaitingRetry
+    names = [e.event for e in run_events(plane, run.id)]
+    assert names == [
+        "overcast.flow-run.Pending",
+        "overcast.flow-run.Running",
+        "overcast.flow-run.AwaitingRetry",
+        "overcast.flow-run.Running",
+        "overcast.flow-run.Failed",
+    ]
+    failed = run_events(plane, run.id)[-1]
+    assert failed.payload["validated_state"] == {"type": "FAILED", "name": "Failed", "message": "boom again"}
+    assert [e.event for e in everything(plane.events, names=["*.Failed"])] == ["overcast.flow-run.Failed"]
+
+
+def _document(task_run_id: str, flow_run_id: uuid.UUID, states: list[tuple[str, str]]) -> dict[str, Any]:
+    stamps = [f"2027-01-15T07:59:5{n}.000000Z" for n in range(len(states))]
+    history = [
+        {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{task_run_id}/{n}")),
+            "type": t,
+            "name": name,
+            "timestamp": ts,
+        }
+        for n, ((t, name), ts) in enumerate(zip(states, stamps, strict=True))
+    ]
+    return {
+        "task_run": {
+            "id": task_run_id,
+            "task_key": "add-1",
+            "name": f"add-{task_run_id[-1]}",
+            "dynamic_key": "0",
+            "flow_run_id": str(flow_run_id),
+            "tags": ["math"],
+            "state": history[-1],
+            "run_count": 1,
+            "created": stamps[0],
+            "updated": stamps[-1],
+        },
+        "states": history,
+    }
+
+
+@pytest.mark.parametrize("mode", ["final", "all", "off"])
+def test_task_runs_announce_the_states_each_report_brings(
+    store: KeyValueStore, clock: FakeClock, mode: Any
+) -> None:
+    from overcast.core.schemas import FlowRunCreate
+
+    plane = ControlPlane(store, clock=as_datetime(clock), task_run_events=mode)
+    run, _ = plane.flow_runs.create(FlowRunCreate(flow_name="etl"))
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    running = _document(first, run.id, [("PENDING", "Pending"), ("RUNNING", "Running")])
+    done = _document(
+        first, run.id, [("PENDING", "Pending"), ("RUNNING", "Running"), ("COMPLETED", "Completed")]
+    )
+    short = _document(second, run.id, [("PENDING", "Pending"), ("RUNNING", "Running"), ("FAILED", "Failed")])
+    orphan = _document(str(uuid.uuid4()), uuid.uuid4(), [("COMPLETED", "Completed")])  # no such flow run
+
+    plane.task_runs.write_documents([running, short, orphan])
+    plane.task_runs.write_documents([done])
+    plane.task_runs.write_documents([done, short])  # a replayed report: nothing new
+
+    found = everything(plane.events, resource_id_prefix="overcast.task-run.", order="asc")
+    by_run = {
+        task_run_id: [
+            e.event.removeprefix("overcast.task-run.") for e in found if e.resource_id.endswith(task_run_id)
+        ]
+        for task_run_id in (first, second)
+    }
+    expected = {
+        "final": {first: ["Running", "Completed"], second: ["Failed"]},
+        "all": {first: ["Pending", "Running", "Completed"], second: ["Pending", "Running", "Failed"]},
+        "off": {first: [], second: []},
+    }[mode]
+    assert by_run == expected
+    assert len(found) == sum(len(v) for v in expected.values())  # the orphan's was not announced
+    if mode == "off":
+        return
+    failed = next(e for e in found if e.event == "overcast.task-run.Failed")
+    assert failed.id == uuid.UUID(short["task_run"]["state"]["id"])  # the state's id: stored once
+    assert failed.resource["overcast.resource.name"] == short["task_run"]["name"]
+    assert failed.payload["intended"] == {"from": "RUNNING", "to": "FAILED"}
+    assert [(r["overcast.resource.role"], r["overcast.resource.id"]) for r in failed.related] == [
+        ("flow-run", f"overcast.flow-run.{run.id}"),
+        ("flow", f"overcast.flow.{run.flow_id}"),
+        ("tag", "overcast.tag.math"),
+    ]
+    assert failed.follows == (uuid.UUID(short["states"][1]["id"]) if mode == "all" else None)
+    of_run = everything(
+        plane.events, related_resource_id=f"overcast.flow-run.{run.id}", related_role="flow-run"
+    )
+    assert len(of_run) == len(found)
+
+
+def test_task_runs_are_announced_by_default_only_while_an_automation_listens(
+    store: KeyValueStore, clock: FakeClock
+) -> None:
+    from overcast.core.automations import AutomationCreate
+    from overcast.core.schemas import FlowRunCreate
+
+    plane = ControlPlane(store, clock=as_datetime(clock))  # task_run_events="auto"
+    run, _ = plane.flow_runs.create(FlowRunCreate(flow_name="etl"))
+    unheard = _document(str(uuid.uuid4()), run.id, [("RUNNING", "Running"), ("FAILED", "Failed")])
+    plane.task_runs.write_documents([unheard])
+    assert everything(plane.events, resource_id_prefix="overcast.task-run.") == []
+
+    plane.automations.create(
+        AutomationCreate.model_validate(
+            {"name": "task failures", "trigger": {"expect": ["overcast.task-run.Failed"]}}
+        )
+    )
+    heard = _document(str(uuid.uuid4()), run.id, [("RUNNING", "Running"), ("FAILED", "Failed")])
+    plane.task_runs.write_documents([heard])
+    found = everything(plane.events, resource_id_prefix="overcast.task-run.")
+    assert [(e.event, e.resource_id) for e in found] == [
+        ("overcast.task-run.Failed", f"overcast.task-run.{heard['task_run']['id']}")
+    ]
+    (automation,) = plane.automations.list().items
+    assert len(plane.automations.firings(automation.id)) == 1

@@ -19,6 +19,7 @@ def test_all_is_pinned() -> None:
         "create_markdown_artifact",
         "create_progress_artifact",
         "create_table_artifact",
+        "emit_event",
         "flow",
         "flush",
         "get_run_context",

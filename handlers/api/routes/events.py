@@ -1,4 +1,4 @@
-"""Events: batch ingest (idempotent by event id), listing newest first, read by id."""
+"""Events: batch ingest (idempotent by event id), filtered listings a page at a time, read by id."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def emit_events(body: EventBatch, plane: Plane) -> Emitted:
 
 @router.post("/filter", response_model=Page[Event])
 def filter_events(body: EventFilter, plane: Plane) -> Page[Event]:
-    """List events newest first, by name prefix, resource and time, a page at a time."""
+    """List events by name (exact, prefix or ``*`` pattern), resource, related resource and
+    time, newest first (or oldest first with ``"order": "asc"``), a page at a time: pass the
+    answer's ``next_cursor`` back with the same filter for the next page."""
     return plane.events.filter(body)
 
 
