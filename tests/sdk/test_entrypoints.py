@@ -30,5 +30,5 @@ def test_a_path_from_another_machine_falls_back_to_the_working_directory(
 
 
 def test_an_existing_path_without_the_file_is_an_error_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="missing.py"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.py"):
         load_flow_from_entrypoint("missing.py:f", base=str(tmp_path))
