@@ -48,6 +48,11 @@ def doubling(n: int) -> int:
 
 
 def test_ls_lists_events_newest_first_and_filters_them(harness: Harness) -> None:
+    from overcast.core.automations import AutomationCreate
+
+    harness.plane.automations.create(  # task runs announce their states while one listens
+        AutomationCreate.model_validate({"name": "task runs", "trigger": {"expect": ["overcast.task-run.*"]}})
+    )
     doubling(2)
     [run] = harness.flow_runs()
     harness.plane.events.emit([order(1, minutes_ago=90), order(2, "shop.order.paid", minutes_ago=5)])

@@ -29,6 +29,16 @@ def events_of(harness: Harness, **query: object) -> list[Event]:
             return found
 
 
+def listen_for_task_runs(harness: Harness) -> None:
+    """An automation that listens for task-run events: task runs announce their states only
+    while one does (``task_run_events="auto"``, the default)."""
+    from overcast.core.automations import AutomationCreate
+
+    harness.plane.automations.create(
+        AutomationCreate.model_validate({"name": "task runs", "trigger": {"expect": ["overcast.task-run.*"]}})
+    )
+
+
 def roles(event: Event) -> dict[str, str]:
     return {r["overcast.resource.role"]: r["overcast.resource.id"] for r in event.related}
 
@@ -37,6 +47,8 @@ def roles(event: Event) -> dict[str, str]:
 
 
 def test_a_flow_run_and_its_task_runs_announce_their_states(harness: Harness) -> None:
+    listen_for_task_runs(harness)
+
     @task(tags=["math"])
     def double(x: int) -> int:
         return 2 * x
@@ -76,6 +88,8 @@ def test_a_flow_run_and_its_task_runs_announce_their_states(harness: Harness) ->
 
 
 def test_a_failing_flow_announces_its_failure_and_its_task_runs(harness: Harness) -> None:
+    listen_for_task_runs(harness)
+
     @task
     def explode() -> None:
         raise ValueError("no fuel")
