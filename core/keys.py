@@ -492,6 +492,11 @@ def automation_firings(automation_id: uuid.UUID) -> str:
     return f"AUTOFIRINGS#{automation_id}"
 
 
+def firings_unfinished(shard: int = 0) -> str:
+    """gsi2 partition of the firings whose actions have not finished, by when they may be run again."""
+    return f"AUTOUNFINISHED#{shard}"
+
+
 def automations_due(shard: int = 0) -> str:
     """gsi1 partition of the proactive buckets whose window is running, by when it ends."""
     return f"AUTODUE#{shard}"

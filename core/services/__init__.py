@@ -103,7 +103,7 @@ class ControlPlane:
             store,
             events=self.events,
             run_events=task_run_events,
-            listening=lambda prefix: self.automations.listens_for(prefix),  # noqa: PLW0108 - built below
+            listening=lambda prefix: self.automations.listening(prefix),  # noqa: PLW0108 - built below
             clock=clock,
         )
         self.logs = Logs(store, clock=clock)

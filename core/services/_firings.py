@@ -4,7 +4,13 @@ A firing of an automation's root trigger gets a record keyed by its deterministi
 only when absent: whichever evaluation writes it announces it (``overcast.automation.triggered``
 or ``.resolved``, about ``overcast.automation.<id>``, the triggering event related as
 ``overcast.event.<id>`` in role ``triggering-event``), runs its actions and stores their
-outcomes on the record; the others know it fired already. A firing of a child trigger is
+outcomes on the record; the others know it fired already.
+
+Actions run at least once. Until its outcomes are stored, a record is listed as unfinished
+with a lease (``ACTIONS_LEASE``); a process that dies in between (a function timed out, a
+flow process killed) leaves it listed, and the tick runs its actions again once the lease has
+lapsed (``resume``), up to ``MAX_ACTION_ATTEMPTS`` times. Running a deployment is idempotent
+per firing; a webhook or notification may then be sent twice. A firing of a child trigger is
 noted in its parent's item (under the item's version) and, when enough children fired (in
 order, for a sequence) within the parent's window, makes the parent's firing.
 """
@@ -33,6 +39,7 @@ from overcast.core.events import Event, related, resource
 from overcast.core.ports import Item, KeyValueStore
 from overcast.core.schemas import json_bytes
 from overcast.core.services._buckets import Intent
+from overcast.core.services._listing import list_partition
 from overcast.core.services._trigger_index import AUTOMATION_RESOURCE, trigger_at
 from overcast.core.services.events import Events
 from overcast.core.states import utcnow
@@ -50,6 +57,13 @@ MAX_FIRING_BYTES = 300_000
 """The most a firing record's firing may take as JSON; its oldest events are left out past it."""
 TRIGGERED_EVENT = "overcast.automation.triggered"
 RESOLVED_EVENT = "overcast.automation.resolved"
+ACTIONS_LEASE = timedelta(minutes=15)
+"""How long a firing's actions may run before the tick runs them again: a cloud function's
+longest timeout (Lambda's), well past an action's own retries."""
+MAX_ACTION_ATTEMPTS = 3
+"""How many times a firing's actions are started before it is finished as abandoned."""
+MAX_RESUMED = 100
+"""The most unfinished firings one tick takes over (per shard); the next tick takes the rest."""
 
 
 class ChildFiringsConflictError(ConditionFailedError):
@@ -64,6 +78,7 @@ class Firings:
         events: where firings are announced, and the events they list are read from.
         act: runs a firing's actions; without it firings are recorded and announced only.
         clock: the current time (injected for tests).
+        shards: how many partitions list the unfinished firings.
     """
 
     def __init__(
@@ -73,11 +88,13 @@ class Firings:
         *,
         act: Act | None = None,
         clock: Callable[[], datetime] = utcnow,
+        shards: int = keys.SHARDS,
     ) -> None:
         self._store = store
         self._events = events
         self._act = act
         self._clock = clock
+        self._shards = shards
 
     def deliver(
         self,
@@ -217,22 +234,99 @@ class Firings:
             "firing": _bounded(firing),
             "outcomes": [],
             "finished": None,
+            "attempts": 1,
+            **self._lease(automation.id, firing.id, self._clock()),
         }
         try:
             self._store.put(item, if_absent=True)
         except ConditionFailedError:
             return False  # fired already: by another process, or for a redelivered event
         self._announce(automation, firing)
-        outcomes = self._run(automation, firing)
-        item["outcomes"] = [o.model_dump(mode="json") for o in outcomes]
-        item["finished"] = self._clock().isoformat()
-        try:
-            self._store.put(item)
-        except OvercastError:
-            logger.exception(
-                "automation %s: could not record the outcomes of firing %s", automation.id, firing.id
-            )
+        self._finish(item, self._run(automation, firing))
         return True
+
+    def resume(self, now: datetime, read: Callable[[uuid.UUID], Automation | None]) -> list[Firing]:
+        """Run again the actions of the firings whose lease lapsed before they finished.
+
+        Each is claimed first (a versioned write that renews its lease), so two ticks racing
+        run it once. A firing whose automation is gone or paused, or whose actions were
+        started ``MAX_ACTION_ATTEMPTS`` times, is finished with a failed outcome saying so.
+
+        Args:
+            now: the current time.
+            read: the automation of an id as it stands now (``None``: deleted).
+
+        Returns:
+            The firings whose actions this call ran.
+        """
+        resumed: list[Firing] = []
+        for shard in range(self._shards):
+            due, _ = list_partition(
+                self._store,
+                keys.firings_unfinished(shard),
+                index="gsi2",
+                sort_attr="gsi2sk",
+                high=keys.ts(now) + "#~",
+                limit=MAX_RESUMED,
+            )
+            for item in due:
+                try:
+                    firing = self._resume_one(item, now, read)
+                except OvercastError:
+                    logger.exception("could not resume the unfinished firing %s", item["sk"])
+                    continue
+                if firing is not None:
+                    resumed.append(firing)
+        return resumed
+
+    def _resume_one(
+        self, item: Item, now: datetime, read: Callable[[uuid.UUID], Automation | None]
+    ) -> Firing | None:
+        firing = Firing.model_validate(item["firing"])
+        claimed = {k: v for k, v in item.items() if k != "v"}
+        claimed["attempts"] = int(item.get("attempts", 1)) + 1
+        claimed.update(self._lease(firing.automation_id, firing.id, now))
+        try:
+            self._store.put(claimed, if_version=int(item["v"]))
+        except ConditionFailedError:
+            return None  # finished or claimed meanwhile
+        automation = read(firing.automation_id)
+        if claimed["attempts"] > MAX_ACTION_ATTEMPTS:
+            why = f"abandoned: its actions were started {MAX_ACTION_ATTEMPTS} times and never finished"
+        elif automation is None:
+            why = "the automation was deleted before its actions finished"
+        elif not automation.enabled:
+            why = "the automation was paused before its actions finished"
+        else:
+            logger.warning(
+                "automation %s: running the actions of firing %s again (attempt %d)",
+                automation.id,
+                firing.id,
+                claimed["attempts"],
+            )
+            self._finish(claimed, self._run(automation, firing))
+            return firing
+        self._finish(claimed, [ActionOutcome(index=-1, type="error", ok=False, detail=why)])
+        return None
+
+    def _lease(self, automation_id: uuid.UUID, ident: uuid.UUID, now: datetime) -> Item:
+        """The index attributes listing a firing as unfinished until ``now + ACTIONS_LEASE``."""
+        return {
+            "gsi2pk": keys.firings_unfinished(keys.shard_of(ident, self._shards)),
+            "gsi2sk": f"{keys.ts(now + ACTIONS_LEASE)}#{automation_id}#{ident}",
+        }
+
+    def _finish(self, item: Item, outcomes: list[ActionOutcome]) -> None:
+        """Store a firing's outcomes; it leaves the unfinished list."""
+        done = {k: v for k, v in item.items() if k not in ("v", "gsi2pk", "gsi2sk")}
+        done["outcomes"] = [o.model_dump(mode="json") for o in outcomes]
+        done["finished"] = self._clock().isoformat()
+        try:
+            self._store.put(done)
+        except OvercastError:  # left unfinished: the tick runs its actions again after the lease
+            logger.exception(
+                "automation %s: could not record the outcomes of firing %s", item["sk"], item["pk"]
+            )
 
     def _run(self, automation: Automation, firing: Firing) -> list[ActionOutcome]:
         if self._act is None:

@@ -33,7 +33,7 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -125,7 +125,7 @@ class Automations:
         shards: int = keys.SHARDS,
     ) -> None:
         self._store = store
-        self._firings = Firings(store, events, act=act, clock=clock)
+        self._firings = Firings(store, events, act=act, clock=clock, shards=shards)
         self._clock = clock
         self._shards = shards
         self._cache = _Cache(0)
@@ -334,6 +334,23 @@ class Automations:
                     logger.exception("could not close the proactive window %s", item["sk"])
         return fired
 
+    def resume_unfinished(self, now: datetime | None = None) -> builtins.list[Firing]:
+        """Run again the actions of firings whose evaluating process died before they finished.
+
+        Called by the tick; see ``_firings``: actions run at least once.
+
+        Returns:
+            The firings whose actions this call ran.
+        """
+
+        def read(automation_id: uuid.UUID) -> Automation | None:
+            try:
+                return self._read(automation_id)[0]
+            except NotFoundError:
+                return None
+
+        return self._firings.resume(now if now is not None else self._clock(), read)
+
     # -- internals: the automation items -----------------------------------------------------------
 
     def _read(self, automation_id: uuid.UUID) -> tuple[Automation, int]:
@@ -442,16 +459,26 @@ class Automations:
                 if (cursor := page.cursor) is None:
                     break
 
-    def listens_for(self, prefix: str) -> bool:
+    @contextlib.contextmanager
+    def listening(self, prefix: str) -> Iterator[bool]:
         """Whether an enabled automation's trigger may react to events named ``prefix…``.
 
-        The task-run service asks before it announces task runs (``task_run_events="auto"``):
-        one read of the enabled-automations marker, the same the next ingest would make.
+        The task-run service asks before it announces task runs (``task_run_events="auto"``)
+        and stores the announcements inside the block. The block's ingest evaluates the same
+        triggers, so the enabled-automations marker is read once for both.
         """
-        return self._index().listens_for(prefix)
+        index = self._index()
+        self._local.pinned = index
+        try:
+            yield index.listens_for(prefix)
+        finally:
+            self._local.pinned = None
 
     def _index(self) -> TriggerIndex:
         """The enabled automations' triggers, read again when the enabled map changed."""
+        pinned: TriggerIndex | None = getattr(self._local, "pinned", None)
+        if pinned is not None:  # inside ``listening``: read for this batch already
+            return pinned
         marker = self._store.get(*keys.enabled_automations())
         version = int(marker["v"]) if marker else 0
         cache = self._cache

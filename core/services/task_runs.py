@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
@@ -58,8 +59,8 @@ class TaskRuns:
         store: the key-value store.
         events: where task runs' states are announced (``overcast.task-run.<State>``).
         run_events: which states are announced: ``auto`` (the default) announces as ``final``
-            does while an enabled automation listens for task-run events (``listening``), and
-            nothing otherwise, so task runs cost no event writes until something wants them;
+            does while an enabled automation listens for task-run events (``listening``: a
+            block that says whether one does, around the announcing), and nothing otherwise, so task runs cost no event writes until something wants them;
             ``final``, the state each task run reached by each report (a short task's Completed, Failed or Cached; a long one
             also its Running, reported while it ran); ``all``, every state (Pending, Running
             … : about three events per task run); ``off``, none.
@@ -72,7 +73,7 @@ class TaskRuns:
         *,
         events: Events | None = None,
         run_events: RunEvents = "auto",
-        listening: Callable[[str], bool] | None = None,
+        listening: Callable[[str], AbstractContextManager[bool]] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
@@ -135,8 +136,10 @@ class TaskRuns:
                 continue
             for position, item in chunk:
                 results[position] = Outcome(item["task_run"]["id"], "applied")
-        if self._events is not None and (self._listening is None or self._listening(TASK_RUN_EVENTS)):
-            self._announce(documents, results, announced, known_runs)
+        if self._events is not None:
+            with self._listening(TASK_RUN_EVENTS) if self._listening else nullcontext(True) as listened:
+                if listened:
+                    self._announce(documents, results, announced, known_runs)
         return [results[position] for position in range(len(documents))]
 
     def _announce(

@@ -7,7 +7,8 @@ minute; on a laptop ``overcast dev`` runs it in a loop. Each tick, in order:
 2. marks Late the scheduled runs that missed their start by more than ``late_after``;
 3. reaps runs whose runner stopped heartbeating (Crashed, then their retry policy);
 4. sweeps work pools, queues and workers, announcing status changes as events;
-5. closes the proactive automation windows that ended, firing those that missed their events;
+5. closes the proactive automation windows that ended, firing those that missed their events,
+   and runs again the actions of firings whose process died before they finished;
 6. pushes due runs of push pools to their queue or function, and resends stale ones.
 
 Every step is safe to run twice at once and to skip: a missed tick delays, never loses.
@@ -86,7 +87,8 @@ class Tick:
             str(run_id) for run_id in plane.leases.reap(grace_s=self._reap_after.total_seconds())
         ]
         report.events = [event.event for event in plane.work_pools.sweep(now)]
-        report.firings = [str(firing.id) for firing in plane.automations.evaluate_proactive(now)]
+        fired = plane.automations.evaluate_proactive(now) + plane.automations.resume_unfinished(now)
+        report.firings = [str(firing.id) for firing in fired]
         pushed = plane.dispatcher.dispatch_due()
         report.dispatched = [str(run_id) for run_id in pushed.sent]
         report.resent = [str(run_id) for run_id in pushed.resent]

@@ -631,3 +631,124 @@ def test_catch_all_automations_do_not_fire_on_each_others_firings(plane: Any) ->
     ]
     plane.events.emit([Event(event="thing.happened", resource=resource("thing.1"))])
     assert [len(plane.automations.firings(a.id)) for a in made] == [1] * 5
+
+
+# -- actions run at least once ------------------------------------------------------------------
+
+
+class _Killed(BaseException):
+    """The evaluating process dying mid-actions (no ``except Exception`` stops it)."""
+
+
+class Dying(Recorder):
+    """An actions executor whose process dies on its first ``deaths`` calls."""
+
+    def __init__(self, deaths: int) -> None:
+        super().__init__()
+        self.deaths = deaths
+
+    def __call__(self, automation: Automation, firing: Firing) -> list[ActionOutcome]:
+        if self.deaths:
+            self.deaths -= 1
+            raise _Killed
+        return super().__call__(automation, firing)
+
+
+def _dying_plane(env: Env, deaths: int) -> tuple[ControlPlane, Dying, Automation]:
+    act = Dying(deaths)
+    plane = ControlPlane(env.store, act=act, clock=env.now)
+    automation = plane.automations.create(
+        AutomationCreate.model_validate(
+            {"name": "x", "trigger": {"expect": ["order.placed"]}, "actions": [{"type": "do-nothing"}]}
+        )
+    )
+    with pytest.raises(_Killed):
+        plane.events.emit(
+            [Event(event="order.placed", occurred=env.now(), resource=resource("shop.order.1"))]
+        )
+    return plane, act, automation
+
+
+def test_the_tick_runs_the_actions_of_a_firing_whose_process_died_once_its_lease_lapses(env: Env) -> None:
+    from overcast.core.services._firings import ACTIONS_LEASE
+
+    plane, act, automation = _dying_plane(env, deaths=1)
+    [record] = plane.automations.firings(automation.id)
+    assert record.finished is None and record.outcomes == []
+    env.advance(ACTIONS_LEASE.total_seconds() - 1)
+    assert plane.tick.run().firings == []  # the process may still be running them
+    assert act.calls == []
+
+    env.advance(2)
+    report = plane.tick.run()
+    [(acted_for, firing)] = act.calls
+    assert acted_for.id == automation.id and report.firings == [str(firing.id)] == [str(record.firing.id)]
+    [record] = plane.automations.firings(automation.id)
+    assert record.finished is not None and [o.ok for o in record.outcomes] == [True]
+    env.advance(ACTIONS_LEASE.total_seconds() * 2)
+    assert plane.tick.run().firings == [] and len(act.calls) == 1  # finished: never again
+
+
+def test_an_unfinished_firing_of_a_paused_automation_is_finished_without_its_actions(env: Env) -> None:
+    from overcast.core.services._firings import ACTIONS_LEASE
+
+    plane, act, automation = _dying_plane(env, deaths=1)
+    plane.automations.set_enabled(automation.id, False)
+    env.advance(ACTIONS_LEASE.total_seconds() + 1)
+    assert plane.tick.run().firings == [] and act.calls == []
+    [record] = plane.automations.firings(automation.id)
+    assert record.finished is not None
+    assert [(o.ok, o.detail) for o in record.outcomes] == [
+        (False, "the automation was paused before its actions finished")
+    ]
+
+
+def test_actions_that_never_finish_are_abandoned_after_their_attempts(env: Env) -> None:
+    from overcast.core.services._firings import ACTIONS_LEASE, MAX_ACTION_ATTEMPTS
+
+    plane, act, automation = _dying_plane(env, deaths=MAX_ACTION_ATTEMPTS)
+    for _ in range(MAX_ACTION_ATTEMPTS - 1):  # each retry dies too
+        env.advance(ACTIONS_LEASE.total_seconds() + 1)
+        with pytest.raises(_Killed):
+            plane.tick.run()
+    env.advance(ACTIONS_LEASE.total_seconds() + 1)
+    assert plane.tick.run().firings == [] and act.calls == []
+    [record] = plane.automations.firings(automation.id)
+    assert record.finished is not None and not record.outcomes[0].ok
+    assert f"started {MAX_ACTION_ATTEMPTS} times" in record.outcomes[0].detail
+
+
+def test_a_firing_left_by_a_killed_process_is_acted_on_by_the_next_tick(tmp_path: Any) -> None:
+    """A real process records the firing, then dies inside its actions (``os._exit``)."""
+    import subprocess
+    import sys
+    import time
+
+    from overcast.adapters.factory import open_store
+    from overcast.core.services._firings import ACTIONS_LEASE
+
+    url = f"sqlite://{tmp_path / 'kv.db'}"
+    store = open_store(url)
+    clock = FakeClock(time.time())  # the child runs on the real clock
+    recorder = Recorder()
+    plane = ControlPlane(store, act=recorder, clock=lambda: datetime.fromtimestamp(clock(), UTC))
+    automation = plane.automations.create(
+        AutomationCreate.model_validate({"name": "x", "trigger": {"expect": ["order.placed"]}})
+    )
+    child = (
+        "import os, sys\n"
+        "from overcast.adapters.factory import open_store\n"
+        "from overcast.core.events import Event, resource\n"
+        "from overcast.core.services import ControlPlane\n"
+        "plane = ControlPlane(open_store(sys.argv[1]), act=lambda automation, firing: os._exit(9))\n"
+        "plane.events.emit([Event(event='order.placed', resource=resource('shop.order.1'))])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", child, url], capture_output=True, timeout=60, check=False)
+    assert done.returncode == 9, done.stderr.decode()
+    [record] = plane.automations.firings(automation.id)
+    assert record.finished is None
+
+    clock.advance(ACTIONS_LEASE.total_seconds() + 1)
+    assert plane.tick.run().firings == [str(record.firing.id)]
+    assert [firing.id for firing in recorder.of(automation)] == [record.firing.id]
+    store.close()  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from support import FakeClock
 
+from overcast.core import keys
 from overcast.core.errors import NotFoundError, TransactionConflictError
 from overcast.core.events import Event, related, resource
 from overcast.core.ports import KeyValueStore, Put
@@ -661,8 +662,22 @@ def test_task_runs_announce_the_states_each_report_brings(
     assert len(of_run) == len(found)
 
 
+def _count_reads(monkeypatch: pytest.MonkeyPatch, store: KeyValueStore, key: tuple[str, str]) -> list[str]:
+    """From now on, every read of the item ``key`` in ``store`` is appended to the list returned."""
+    reads: list[str] = []
+    real_get = store.get
+
+    def get(pk: str, sk: str, *args: Any, **kwargs: Any) -> Any:
+        if (pk, sk) == key:
+            reads.append(pk)
+        return real_get(pk, sk, *args, **kwargs)
+
+    monkeypatch.setattr(store, "get", get)
+    return reads
+
+
 def test_task_runs_are_announced_by_default_only_while_an_automation_listens(
-    store: KeyValueStore, clock: FakeClock
+    store: KeyValueStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from overcast.core.automations import AutomationCreate
     from overcast.core.schemas import FlowRunCreate
@@ -679,7 +694,10 @@ def test_task_runs_are_announced_by_default_only_while_an_automation_listens(
         )
     )
     heard = _document(str(uuid.uuid4()), run.id, [("RUNNING", "Running"), ("FAILED", "Failed")])
+    marker_reads = _count_reads(monkeypatch, store, keys.enabled_automations())
     plane.task_runs.write_documents([heard])
+    # one read of the enabled automations serves both the question and the evaluation
+    assert len(marker_reads) == 1
     found = everything(plane.events, resource_id_prefix="overcast.task-run.")
     assert [(e.event, e.resource_id) for e in found] == [
         ("overcast.task-run.Failed", f"overcast.task-run.{heard['task_run']['id']}")
