@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from overcast.core.types import Bool, UtcDateTime
 
@@ -146,13 +146,14 @@ class State(BaseModel):
             raise ValueError(f"a state named {self.name!r} must be {expected.value}, not {self.type.value}")
         return self
 
-    # The Python value or exception of a run finished in this process (not stored, not sent).
-    _value: Any = PrivateAttr(default=None)
-    _exception: BaseException | None = PrivateAttr(default=None)
+    # The Python value or exception of a run finished in this process (not stored, not sent)
+    # are plain instance attributes, set only by ``attach``: pydantic private attributes would
+    # cost every State validated (the API validates thousands a second) a Python call each.
 
     def attach(self, value: Any = None, exception: BaseException | None = None) -> None:
         """Attach the in-process result or exception (the engine does, for ``result()``)."""
-        self._value, self._exception = value, exception
+        attached = self.__dict__
+        attached["_value"], attached["_exception"] = value, exception
 
     def result(self, raise_on_failure: bool = True) -> Any:
         """Return the run's result.
@@ -161,17 +162,20 @@ class State(BaseModel):
             raise_on_failure: for a FAILED, CRASHED or CANCELLED state, raise the run's
                 exception (or a ``RunFailedError`` with its message) instead of returning it.
         """
+        attached = self.__dict__
         failed = self.type in (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED)
         if failed:
-            error = self._exception or RunFailedError(self.message or f"the run is {self.name}")
+            error = attached.get("_exception") or RunFailedError(self.message or f"the run is {self.name}")
             if raise_on_failure:
                 raise error
             return error
-        if self._value is not None:
-            return self._value
+        value = attached.get("_value")
+        if value is not None:
+            return value
         if _result_loader is not None and isinstance(self.data, dict) and "serializer" in self.data:
-            self._value = _result_loader(self.data)  # a persisted result, read in another process
-            return self._value
+            # a persisted result, read in another process
+            value = attached["_value"] = _result_loader(self.data)
+            return value
         return self.data
 
     @property

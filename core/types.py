@@ -15,6 +15,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, Strict
 
 
 def _as_utc(value: datetime) -> datetime:
+    if value.tzinfo is UTC:  # what a ``Z`` or ``+00:00`` parses to: nearly every value
+        return value
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)  # naive times are taken as UTC, as Prefect's API does
     try:
@@ -38,9 +40,12 @@ def _number(value: Any) -> Any:
 def _text_or_datetime(value: Any) -> Any:
     if isinstance(value, datetime):
         return value
-    # pydantic would read a numeric string ("0", "1.5e9") as Unix time: not ISO 8601
-    if isinstance(value, str) and not _NUMERIC.fullmatch(value.strip()):
-        return value
+    if isinstance(value, str):
+        if ":" in value:  # a time of day: no number has one (the common case, without a regex)
+            return value
+        # pydantic would read a numeric string ("0", "1.5e9") as Unix time: not ISO 8601
+        if not _NUMERIC.fullmatch(value.strip()):
+            return value
     raise ValueError("expected an ISO 8601 date-time string")
 
 

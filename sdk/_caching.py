@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from overcast.cache_policies import DEFAULT, CacheKeyContext, CacheKeyFnPolicy, CachePolicy
+
 if TYPE_CHECKING:
     from overcast._records import TaskRunRecord
     from overcast._runtime import Runtime
@@ -61,11 +63,10 @@ def plan(
         persist = task.caches or bool(flow is not None and flow.persist_result)
     if not persist:
         return _NOTHING
-    from overcast.cache_policies import DEFAULT, CacheKeyContext, CacheKeyFnPolicy
-
-    policy = (
-        CacheKeyFnPolicy(task.cache_key_fn) if task.cache_key_fn is not None else task.cache_policy or DEFAULT
-    )
+    default_storage = runtime.settings.blobs_url
+    fixed: _Fixed | None = task.persistence
+    if fixed is None or fixed.flow is not flow or fixed.default_storage != default_storage:
+        fixed = task.persistence = _fixed(task, flow, default_storage)
     inputs = task.parameters(args, kwargs)
     context = CacheKeyContext(
         task_key=task.task_key,
@@ -77,26 +78,42 @@ def plan(
         task=task,
         task_run=record,
     )
-    key = policy.compute_key(context, inputs, flow_ctx.parameters if flow_ctx is not None else {})
-    if key is not None and task.cache_key_fn is None:
+    key = fixed.policy.compute_key(context, inputs, flow_ctx.parameters if flow_ctx is not None else {})
+    if key is not None and fixed.scope is not None:
         # A policy's key is scoped to its task: two tasks called with the same inputs under
         # INPUTS never answer for each other (Prefect's keys are not scoped). A cache_key_fn's
         # key is the user's to share, e.g. with a transaction of the same key.
-        key = f"{_scope(task)}/{key}"
+        key = f"{fixed.scope}/{key}"
     expires_at = datetime.now(UTC) + task.cache_expiration if task.cache_expiration is not None else None
     return Plan(
         key=key,
         refresh=bool(task.refresh_cache),
         expires_at=expires_at,
-        store=result_store(task, flow, runtime.settings.blobs_url),
+        store=fixed.store,
         result_key=key or record.text,
     )
 
 
-def _scope(task: Task[..., Any]) -> str:
-    """The task's name in its module: stable across code changes (TASK_SOURCE covers those)."""
-    fn = task.fn
-    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', task.name)}"
+@dataclass(slots=True, frozen=True)
+class _Fixed:
+    """What every run of a task in one flow shares: its key policy, scope and result store."""
+
+    flow: Any
+    default_storage: str
+    policy: CachePolicy
+    scope: str | None  # ``None``: the key is a cache_key_fn's, used as it is
+    store: ResultStore
+
+
+def _fixed(task: Task[..., Any], flow: Any, default_storage: str) -> _Fixed:
+    if task.cache_key_fn is not None:
+        policy: CachePolicy = CacheKeyFnPolicy(task.cache_key_fn)
+        scope = None
+    else:
+        policy = task.cache_policy or DEFAULT
+        fn = task.fn  # the task's name in its module: stable across code changes (TASK_SOURCE covers those)
+        scope = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', task.name)}"
+    return _Fixed(flow, default_storage, policy, scope, result_store(task, flow, default_storage))
 
 
 _stores: dict[tuple[Any, Any], ResultStore] = {}

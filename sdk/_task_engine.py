@@ -9,8 +9,10 @@ differ only in how the function is called.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Iterator
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from overcast._records import TaskRunRecord
@@ -19,7 +21,7 @@ from overcast._timeout import RunTimeoutError, time_limit
 from overcast.context import FlowRunContext, TaskRunContext, flow_run_context, task_run_context
 from overcast.core.errors import OvercastError
 from overcast.futures import OvercastFuture, contains_future, resolve
-from overcast.transactions import current_transaction
+from overcast.transactions import current_transaction, transaction
 
 if TYPE_CHECKING:
     from overcast._caching import Plan
@@ -352,10 +354,7 @@ def _task_transaction(
     without a transaction at all (``None``, with the record), unless a transaction is open
     around the call (its isolation and hooks then decide).
     """
-    from overcast import _caching
-    from overcast.transactions import transaction
-
-    plan = _caching.plan(task, record, runtime, flow_ctx, args, kwargs)
+    plan = _lazy.caching.plan(task, record, runtime, flow_ctx, args, kwargs)
     if plan.key is not None and not plan.refresh and current_transaction.get() is None:
         known = runtime.records.get(plan.key)
         if known is not None:
@@ -364,11 +363,28 @@ def _task_transaction(
     return txn, plan, None
 
 
+class _Lazy:
+    """Modules the engine needs only for persisting tasks, imported on their first run."""
+
+    @functools.cached_property
+    def caching(self) -> ModuleType:
+        from overcast import _caching
+
+        return _caching
+
+    @functools.cached_property
+    def results(self) -> ModuleType:
+        from overcast import results
+
+        return results
+
+
+_lazy = _Lazy()
+
+
 def _cached(committed: Any, record: TaskRunRecord, runtime: Runtime, return_state: bool) -> Any:
     """End a run whose record was committed before: Cached, with the recorded result."""
-    from overcast.results import load_result
-
-    value = load_result(committed.data)
+    value = _lazy.results.load_result(committed.data)
     record.add("COMPLETED", "Cached", data=committed.data)
     runtime.reporter.task_run(record)
     if return_state:

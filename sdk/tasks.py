@@ -159,6 +159,8 @@ class Task(HookedCallable, Generic[P, R]):
         self._delays = self._resolve_delays()
         self._signature: inspect.Signature | None = None
         self._plain: dict[str, Any] | None = None
+        self._names: tuple[str, ...] | None = None  # a plain signature's names, in order
+        self.persistence: Any = None  # the engine's cache of what its runs persist (``_caching``)
         self.__doc__ = self.description
         self.__wrapped__ = fn
 
@@ -266,9 +268,13 @@ class Task(HookedCallable, Generic[P, R]):
 
     def parameters(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The call's arguments by parameter name, defaults applied."""
+        names = self._names
+        if names is not None and len(args) == len(names) and not kwargs:
+            return dict(zip(names, args, strict=True))  # every parameter given by position: the usual call
         if self._signature is None:
             self._signature = inspect.signature(self.fn)
             self._plain = _plain_parameters(self._signature)
+            self._names = tuple(self._plain) if self._plain is not None else None
         plain = self._plain
         # A plain signature (named parameters only) called validly binds without inspect (µs).
         if plain is not None and len(args) <= len(plain) and not (kwargs.keys() - plain.keys()):
@@ -330,6 +336,12 @@ class Task(HookedCallable, Generic[P, R]):
         if any(d < 0 for d in delays):
             raise ValueError("retry delays must be 0 or more")
         return delays
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to a process-pool or Dask worker) without the engine's caches of this process."""
+        state = dict(self.__dict__)
+        state["persistence"] = None
+        return state
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -61,3 +62,12 @@ def kv_increment_worker(url: str, worker: int, rounds: int) -> list[int]:
     from overcast.adapters.factory import open_store
 
     return increment_counter(open_store(url), worker, rounds)
+
+
+START = 1_800_000_000.0
+"""Where the control-plane suites' fake clocks start: 2027-01-15T08:00:00Z."""
+
+
+def as_datetime(clock: Callable[[], float]) -> Callable[[], datetime]:
+    """A clock of datetimes (UTC) reading an epoch-seconds clock such as ``FakeClock``."""
+    return lambda: datetime.fromtimestamp(clock(), UTC)

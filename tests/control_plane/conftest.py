@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import START, FakeClock
 
 from overcast.adapters.factory import open_store
 from overcast.adapters.kv.dynamodb import DynamoDBKeyValueStore, create_table
@@ -56,6 +57,20 @@ class KvBackend:
             return open_store(self.url, clock=clock)
         assert self.table is not None
         return DynamoDBKeyValueStore(self.table, client=self.client, clock=clock)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock at ``START``; a suite that starts elsewhere overrides this fixture."""
+    return FakeClock(START)
+
+
+@pytest.fixture
+def store(kv_backend: KvBackend, clock: FakeClock) -> Iterator[KeyValueStore]:
+    """The backend's store on the fake clock, closed after the test."""
+    kv = kv_backend.open(clock)
+    yield kv
+    kv.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture(params=KV_BACKENDS)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,13 +45,6 @@ SCHEMA = {
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(START.timestamp())
-
-
-@pytest.fixture
-def store(kv_backend: Any, clock: FakeClock) -> Iterator[KeyValueStore]:
-    kv = kv_backend.open(clock)
-    yield kv
-    kv.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture

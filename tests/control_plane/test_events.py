@@ -7,14 +7,13 @@ retention through the store's TTL on a fake clock.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
-from support import FakeClock
+from support import START, FakeClock, as_datetime
 
 from overcast.core import keys
 from overcast.core.errors import NotFoundError, TransactionConflictError
@@ -24,24 +23,6 @@ from overcast.core.services import ControlPlane
 from overcast.core.services.events import Events
 from overcast.core.settings import Settings
 from overcast.handlers.api import create_app
-
-START = 1_800_000_000.0  # 2027-01-15T08:00:00Z
-
-
-def as_datetime(clock: Callable[[], float]) -> Callable[[], datetime]:
-    return lambda: datetime.fromtimestamp(clock(), UTC)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
-
-
-@pytest.fixture
-def store(kv_backend: Any, clock: FakeClock) -> Iterator[KeyValueStore]:
-    kv = kv_backend.open(clock)
-    yield kv
-    kv.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -9,38 +9,20 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import FakeClock
+from support import START, FakeClock, as_datetime
 
 from overcast.adapters.factory import open_store
 from overcast.core.errors import InvalidKeyError, InvalidValueError, LockLostError, LockTimeoutError
 from overcast.core.ports import KeyValueStore
 from overcast.core.services import ControlPlane
 from overcast.core.services.locks import LOCK_RETENTION_S, Lease, Locks
-
-START = 1_800_000_000.0
-
-
-def as_datetime(clock: Callable[[], float]) -> Callable[[], datetime]:
-    return lambda: datetime.fromtimestamp(clock(), UTC)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
-
-
-@pytest.fixture
-def store(kv_backend: Any, clock: FakeClock) -> Iterator[KeyValueStore]:
-    kv = kv_backend.open(clock)
-    yield kv
-    kv.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture

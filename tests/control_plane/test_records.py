@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from threading import Barrier
 from typing import Any
 
 import pytest
-from support import FakeClock
+from support import START, FakeClock
 
 from overcast.core import keys
 from overcast.core.errors import InvalidKeyError, InvalidValueError, ItemTooLargeError, LockLostError
 from overcast.core.ports import KeyValueStore
 from overcast.core.services import ControlPlane, Records
 
-START = 1_800_000_000.0
 NOW = datetime.fromtimestamp(START, UTC)
 RESULT = {
     "storage_key": "results/3f2a",
@@ -25,18 +24,6 @@ RESULT = {
     "task_run_id": "0190c0de-0000-7000-8000-000000000001",
     "inline": {"rows": [1, 2.5, None, True, "é😀"], "nested": {"empty": {}, "list": []}},
 }
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
-
-
-@pytest.fixture
-def store(kv_backend: Any, clock: FakeClock) -> Iterator[KeyValueStore]:
-    kv = kv_backend.open(clock)
-    yield kv
-    kv.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture

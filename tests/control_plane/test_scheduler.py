@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,13 +25,6 @@ SPRING_FORWARD = datetime(2026, 3, 8, tzinfo=NEW_YORK)  # New York skips 02:00-0
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(SPRING_FORWARD.timestamp())
-
-
-@pytest.fixture
-def store(kv_backend: Any, clock: FakeClock) -> Iterator[KeyValueStore]:
-    kv = kv_backend.open(clock)
-    yield kv
-    kv.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture

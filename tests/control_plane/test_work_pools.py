@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from support import FakeClock
+from support import START, FakeClock, as_datetime
 
 from overcast.core.errors import InvalidValueError, NotFoundError
 from overcast.core.events import Event
@@ -44,24 +43,7 @@ from overcast.core.work_pools import (
     work_pool_create,
 )
 
-START = 1_800_000_000.0
 READY, NOT_READY, PAUSED = WorkPoolStatus.READY, WorkPoolStatus.NOT_READY, WorkPoolStatus.PAUSED
-
-
-def as_datetime(clock: Callable[[], float]) -> Callable[[], datetime]:
-    return lambda: datetime.fromtimestamp(clock(), UTC)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
-
-
-@pytest.fixture
-def store(kv_backend: Any, clock: FakeClock) -> Iterator[KeyValueStore]:
-    kv = kv_backend.open(clock)
-    yield kv
-    kv.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture

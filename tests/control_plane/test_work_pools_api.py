@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from support import FakeClock
+from support import START, FakeClock, as_datetime
 
 from overcast.client import Client, DirectClient
 from overcast.core.errors import InvalidValueError, NotFoundError
@@ -30,17 +30,6 @@ from overcast.core.work_pools import (
     WorkQueueUpdate,
 )
 from overcast.http_client import HttpClient
-
-START = 1_800_000_000.0
-
-
-def as_datetime(clock: Callable[[], float]) -> Callable[[], datetime]:
-    return lambda: datetime.fromtimestamp(clock(), UTC)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
 
 
 @pytest.fixture
