@@ -39,7 +39,7 @@ from overcast.core.events import Event, related, resource
 from overcast.core.ports import Item, KeyValueStore
 from overcast.core.schemas import json_bytes
 from overcast.core.services._buckets import Intent
-from overcast.core.services._listing import list_partition
+from overcast.core.services._listing import due_items
 from overcast.core.services._trigger_index import AUTOMATION_RESOURCE, trigger_at
 from overcast.core.services.events import Events
 from overcast.core.states import utcnow
@@ -260,23 +260,15 @@ class Firings:
             The firings whose actions this call ran.
         """
         resumed: list[Firing] = []
-        for shard in range(self._shards):
-            due, _ = list_partition(
-                self._store,
-                keys.firings_unfinished(shard),
-                index="gsi2",
-                sort_attr="gsi2sk",
-                high=keys.ts(now) + "#~",
-                limit=MAX_RESUMED,
-            )
-            for item in due:
-                try:
-                    firing = self._resume_one(item, now, read)
-                except OvercastError:
-                    logger.exception("could not resume the unfinished firing %s", item["sk"])
-                    continue
-                if firing is not None:
-                    resumed.append(firing)
+        partitions = map(keys.firings_unfinished, range(self._shards))
+        for item in due_items(self._store, partitions, index="gsi2", now=now, limit=MAX_RESUMED):
+            try:
+                firing = self._resume_one(item, now, read)
+            except OvercastError:
+                logger.exception("could not resume the unfinished firing %s", item["sk"])
+                continue
+            if firing is not None:
+                resumed.append(firing)
         return resumed
 
     def _resume_one(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 
+from overcast.core import keys
 from overcast.core.ports import Item, KeyValueStore
 from overcast.core.schemas import decode_cursor, encode_cursor
 
@@ -73,3 +75,18 @@ def list_partition(
         page_cursor = page.cursor
         if page_cursor is None:
             return out, None
+
+
+def due_items(
+    store: KeyValueStore, partitions: Iterable[str], *, index: str, now: datetime, limit: int
+) -> Iterator[Item]:
+    """The items of each partition of ``index`` whose ``<time>#…`` sort key is at or before ``now``.
+
+    For the tick's sweeps (proactive windows that ended, firings whose lease lapsed): oldest
+    first, up to ``limit`` per partition; the next tick takes the rest.
+    """
+    for pk in partitions:
+        items, _ = list_partition(
+            store, pk, index=index, sort_attr=f"{index}sk", high=keys.ts(now) + "#~", limit=limit
+        )
+        yield from items

@@ -70,7 +70,7 @@ from overcast.core.services._buckets import (
     window,
 )
 from overcast.core.services._firings import Act, Firings
-from overcast.core.services._listing import list_partition
+from overcast.core.services._listing import due_items, list_partition
 from overcast.core.services._trigger_index import (
     Entry,
     TriggerIndex,
@@ -318,20 +318,12 @@ class Automations:
         moment = now if now is not None else self._clock()
         index = self._index()
         fired: builtins.list[Firing] = []
-        for shard in range(self._shards):
-            due, _ = list_partition(
-                self._store,
-                keys.automations_due(shard),
-                index="gsi1",
-                sort_attr="gsi1sk",
-                high=keys.ts(moment) + "#~",
-                limit=MAX_DUE,
-            )
-            for item in due:
-                try:
-                    fired += self._close(item, index, moment)
-                except OvercastError:
-                    logger.exception("could not close the proactive window %s", item["sk"])
+        partitions = map(keys.automations_due, range(self._shards))
+        for item in due_items(self._store, partitions, index="gsi1", now=moment, limit=MAX_DUE):
+            try:
+                fired += self._close(item, index, moment)
+            except OvercastError:
+                logger.exception("could not close the proactive window %s", item["sk"])
         return fired
 
     def resume_unfinished(self, now: datetime | None = None) -> builtins.list[Firing]:
