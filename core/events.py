@@ -194,6 +194,27 @@ class EventBatch(BaseModel):
 ResourceId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_RESOURCE_ID)]
 LabelPattern = Annotated[str, StringConstraints(max_length=1000, pattern=r"^[^\x00-\x1f]*$")]
 MAX_PATTERNS = 50
+_PATTERN_SCHEMA = {"type": "string", "maxLength": 1000, "pattern": r"^[^\x00-\x1f]*$"}
+LabelPatterns = Annotated[
+    dict[LabelName, LabelPattern | Annotated[list[LabelPattern], Field(max_length=MAX_PATTERNS)]],
+    Field(max_length=MAX_PATTERNS),
+    # pydantic writes the names' pattern as ``patternProperties``, which leaves other names
+    # free in JSON Schema; the API's schema must refuse what validation refuses.
+    WithJsonSchema(
+        {
+            "type": "object",
+            "additionalProperties": {
+                "anyOf": [
+                    _PATTERN_SCHEMA,
+                    {"type": "array", "items": _PATTERN_SCHEMA, "maxItems": MAX_PATTERNS},
+                ]
+            },
+            "propertyNames": {"minLength": 1, "maxLength": 200, "pattern": r"^[^\x00-\x1f]+$"},
+            "maxProperties": MAX_PATTERNS,
+        }
+    ),
+]
+"""Label names to a value pattern, or a list of them (any may match)."""
 
 
 def name_pattern(pattern: str) -> Callable[[str], bool]:
@@ -245,9 +266,7 @@ class EventFilter(BaseModel):
     name_prefix: EventName | None = None
     resource_id: ResourceId | None = None
     resource_id_prefix: ResourceId | None = None
-    resource_labels: (
-        dict[LabelName, LabelPattern | Annotated[list[LabelPattern], Field(max_length=MAX_PATTERNS)]] | None
-    ) = Field(default=None, max_length=MAX_PATTERNS)
+    resource_labels: LabelPatterns | None = None
     related_resource_id: ResourceId | None = None
     related_role: LabelValue | None = None
     since: UtcDateTime | None = None

@@ -199,6 +199,30 @@ class State(BaseModel):
         """Whether the state is FAILED (including TimedOut)."""
         return self.type is StateType.FAILED
 
+    def is_pending(self) -> bool:
+        """Whether the state is PENDING (including NotReady)."""
+        return self.type is StateType.PENDING
+
+    def is_paused(self) -> bool:
+        """Whether the state is PAUSED (including Suspended)."""
+        return self.type is StateType.PAUSED
+
+    def is_cancelling(self) -> bool:
+        """Whether the state is CANCELLING: cancellation asked for, the run not stopped yet."""
+        return self.type is StateType.CANCELLING
+
+    def is_cancelled(self) -> bool:
+        """Whether the state is CANCELLED."""
+        return self.type is StateType.CANCELLED
+
+    def is_crashed(self) -> bool:
+        """Whether the state is CRASHED."""
+        return self.type is StateType.CRASHED
+
+    def is_final(self) -> bool:
+        """Whether the run is over (COMPLETED, FAILED, CANCELLED or CRASHED): ``is_terminal`` as a method."""
+        return self.type in TERMINAL_TYPES
+
     def fresh(self, **changes: Any) -> State:
         """Return a copy with a new id and timestamp (and any ``changes``), as a new transition."""
         return self.model_copy(update={"id": uuid.uuid4(), "timestamp": utcnow(), **changes})

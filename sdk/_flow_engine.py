@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,13 +22,15 @@ from pydantic_core import to_jsonable_python
 
 from overcast._records import TaskRunRecord
 from overcast._runtime import Runtime, get_runtime
+from overcast._task_engine import UpstreamTaskError
 from overcast._timeout import RunTimeoutError, time_limit
 from overcast.context import FlowRunContext, flow_run_context, task_run_context
 from overcast.core.errors import OvercastError
 from overcast.core.models import FlowRun, RetryPolicy
 from overcast.core.orchestration import RUN_LEASE_S, Decision
-from overcast.core.schemas import FlowRunCreate, OrchestrationResult
+from overcast.core.schemas import FlowRunCreate, InitialState, OrchestrationResult
 from overcast.core.states import Cancelled, Completed, Crashed, Failed, Running, State, StateType
+from overcast.futures import OvercastFuture
 
 if TYPE_CHECKING:
     from overcast.client import Client
@@ -59,13 +61,24 @@ class _Run:
         self.tracker: TaskRunRecord | None = None
         self.run: FlowRun
 
-    def create(self) -> None:
+    def create(self, wait_for: Iterable[Any] | None = None) -> None:
+        """Create the run (or take the existing one), after waiting for the runs in ``wait_for``.
+
+        Raises:
+            UpstreamTaskError: a run in ``wait_for`` did not complete; the new run is left
+                Pending (NotReady), as a task run is, and never starts.
+        """
+        blocked = _upstream_failure(wait_for) if wait_for else None
         if self.existing is not None:
             self.run = self.existing
-            return
-        if self.parent is None and (existing := _claim_existing_run(self.runtime)) is not None:
+        elif self.parent is None and (existing := _claim_existing_run(self.runtime)) is not None:
             self.run = self.client.read_flow_run(existing)
-            return
+        else:
+            self._create_new(blocked)
+        if blocked is not None:
+            raise UpstreamTaskError(blocked)
+
+    def _create_new(self, blocked: str | None) -> None:
         parent_task_run_id = None
         if self.parent is not None:
             # A subflow stands in its parent as a task run, so the parent's graph shows it.
@@ -75,6 +88,9 @@ class _Run:
             )
             self.tracker.add("PENDING", "Pending")
             parent_task_run_id = self.tracker.id
+            if blocked is not None:
+                self.tracker.add("PENDING", "NotReady", blocked)
+                self.runtime.reporter.task_run(self.tracker)
         task_ctx = task_run_context.get()
         if parent_task_run_id is None and task_ctx is not None:
             parent_task_run_id = task_ctx.task_run.id
@@ -84,6 +100,9 @@ class _Run:
                 name=self.flow.run_name(self.parameters),
                 parameters=to_jsonable_python(self.parameters, fallback=repr),
                 tags=self.flow.tags,
+                state=None
+                if blocked is None
+                else InitialState(type=StateType.PENDING, name="NotReady", message=blocked),
                 parent_task_run_id=parent_task_run_id,
                 retry_policy=RetryPolicy(
                     retries=self.flow.retries, retry_delay_seconds=self.flow.retry_delay_seconds
@@ -140,19 +159,41 @@ class _Run:
         state = Failed(message, name="TimedOut" if isinstance(exc, RunTimeoutError) else None)
         answer = self.propose(state)
         if answer.state.type is StateType.SCHEDULED:  # AwaitingRetry
-            start = answer.state.details.scheduled_time or datetime.now(UTC)
-            return max(0.0, (start - datetime.now(UTC)).total_seconds())
+            return _retry_pause(answer.state)
         self._finish_tracker("FAILED", "Failed", message)
         self.flow.run_hooks(self.flow.on_failure_hooks, self.run, self.client, exception=exc)
         return None
 
     def completed(self, result: Any) -> State:
+        """Propose the final state the flow's return value decides; return the state stored.
+
+        A plain value completes the run. A returned state, future, or collection of them
+        decides the final state (``_decided``); a failed one may come back AwaitingRetry
+        (SCHEDULED), and the caller then runs the flow again after ``_retry_pause``.
+        """
         self.runtime.reporter.flush()
-        answer = self.propose(Completed(_small_json(result)))
-        self._finish_tracker("COMPLETED", "Completed", None)
-        self.flow.run_hooks(self.flow.on_completion_hooks, self.run, self.client, value=result)
-        answer.state.attach(result)
-        return answer.state
+        if isinstance(result, _DECIDING):
+            try:
+                proposed, value, exception = _decided(result)
+            except Exception as exc:  # e.g. a returned state whose stored result cannot be read
+                proposed, value, exception = Failed(f"{type(exc).__name__}: {exc}"), None, exc
+        else:  # the common case: nothing to inspect
+            proposed, value, exception = Completed(_small_json(result)), result, None
+        state = self.propose(proposed).state
+        if state.type is StateType.SCHEDULED:
+            return state
+        self._finish_tracker(state.type.value, state.name, state.message)
+        flow = self.flow
+        if state.type is StateType.COMPLETED:
+            flow.run_hooks(flow.on_completion_hooks, self.run, self.client, value=value)
+        elif state.type is StateType.FAILED:
+            flow.run_hooks(flow.on_failure_hooks, self.run, self.client, exception=exception)
+        elif state.type is StateType.CRASHED:
+            flow.run_hooks(flow.on_crashed_hooks, self.run, self.client, exception=exception)
+        elif state.type is StateType.CANCELLED:
+            flow.run_hooks(flow.on_cancellation_hooks, self.run, self.client)
+        state.attach(value, exception)
+        return state
 
     def _cancelled(self) -> None:
         # Cancellation was asked for while this engine ran the flow: it stopped, so it ends it.
@@ -244,11 +285,16 @@ def run_flow(
     return_state: bool,
     *,
     existing: FlowRun | None = None,
+    wait_for: Iterable[Any] | None = None,
 ) -> Any:
-    """Run a sync flow on this thread; return its result (or its final state)."""
+    """Run a sync flow on this thread; return its result (or its final state).
+
+    Raises:
+        UpstreamTaskError: a run in ``wait_for`` did not complete (the flow does not run).
+    """
     parameters = flow.validated_parameters(args, kwargs)
     life = _Run(flow, parameters, existing)
-    life.create()
+    life.create(wait_for)
     call = _caller(flow, parameters, args, kwargs)
     try:
         while True:
@@ -269,7 +315,10 @@ def run_flow(
                     continue
                 flow_run_context.reset(token)
             state = life.completed(result)
-            return state if return_state else result
+            if state.type is StateType.SCHEDULED:  # it returned a failure, and has retries left
+                time.sleep(_retry_pause(state))
+                continue
+            return state if return_state else state.result()
     finally:
         _heartbeats.discard(life.run.id)
 
@@ -281,11 +330,16 @@ async def run_flow_async(
     return_state: bool,
     *,
     existing: FlowRun | None = None,
+    wait_for: Iterable[Any] | None = None,
 ) -> Any:
-    """Run an async flow in the caller's event loop; return its result (or its final state)."""
+    """Run an async flow in the caller's event loop; return its result (or its final state).
+
+    Raises:
+        UpstreamTaskError: a run in ``wait_for`` did not complete (the flow does not run).
+    """
     parameters = flow.validated_parameters(args, kwargs)
     life = _Run(flow, parameters, existing)
-    life.create()
+    life.create(wait_for)
     call: Callable[[], Awaitable[Any]] = _caller(flow, parameters, args, kwargs)
     try:
         while True:
@@ -310,7 +364,10 @@ async def run_flow_async(
                     continue
                 flow_run_context.reset(token)
             state = life.completed(result)
-            return state if return_state else result
+            if state.type is StateType.SCHEDULED:  # it returned a failure, and has retries left
+                await asyncio.sleep(_retry_pause(state))
+                continue
+            return state if return_state else state.result()
     finally:
         _heartbeats.discard(life.run.id)
 
@@ -321,6 +378,100 @@ def _caller(
     if flow.validate_parameters:
         return lambda: flow.fn(**parameters) if not flow.has_var_args else flow.fn(*args, **kwargs)
     return lambda: flow.fn(*args, **kwargs)
+
+
+def _retry_pause(state: State) -> float:
+    """The seconds until an AwaitingRetry state's scheduled time."""
+    start = state.details.scheduled_time or datetime.now(UTC)
+    return max(0.0, (start - datetime.now(UTC)).total_seconds())
+
+
+def _upstream_failure(wait_for: Iterable[Any]) -> str | None:
+    """Wait for the runs in ``wait_for``; say which one did not complete (``None``: all did)."""
+    for item in wait_for:
+        if isinstance(item, OvercastFuture):
+            item.wait()
+            state = item.state
+            if not state.is_completed():
+                return f"upstream task run {item.task_run_id} is {state.name}"
+        elif isinstance(item, State) and not item.is_completed():
+            return f"an upstream run is {item.name}"
+    return None
+
+
+# What a flow may return to decide its own final state; any other value completes the run.
+_DECIDING = (State, OvercastFuture, list, tuple, set, dict)
+_FAILING = (StateType.FAILED, StateType.CRASHED)
+
+
+def _decided(result: Any) -> tuple[State, Any, BaseException | None]:
+    """The final state a flow's return value decides, the flow's result, and its exception.
+
+    As in Prefect 3: a returned state is the run's final state (its type, name and message);
+    a returned future stands for its task run's final state, and its result is the flow's. A
+    list, tuple, set or dict holding states or futures completes the run when all of them
+    completed, with the futures replaced by their results; else the run fails
+    ("1/3 states failed.") and raises the first failure's exception.
+    """
+    if isinstance(result, State | OvercastFuture):
+        state, _ = _settled(result)
+        if not state.is_final():
+            return Failed(f"the flow returned a {state.name} state, which is not final"), None, None
+        if state.is_completed():
+            value = state.result()
+            return Completed(_small_json(value), name=state.name, message=state.message), value, None
+        exception = state.result(raise_on_failure=False)
+        return State(type=state.type, name=state.name, message=state.message), None, exception
+    items = result.values() if isinstance(result, dict) else result
+    settled = [_settled(item) if isinstance(item, State | OvercastFuture) else (None, item) for item in items]
+    states = [state for state, _ in settled if state is not None]
+    if not states:
+        return Completed(_small_json(result)), result, None
+    unfinished = [state for state in states if not state.is_completed()]
+    if not unfinished:
+        value = _rebuilt(result, [value for _, value in settled])
+        return Completed(_small_json(value), message="All states completed."), value, None
+    total = len(states)
+    cancelled = sum(state.is_cancelled() for state in states)
+    failed = sum(state.type in _FAILING for state in states)
+    if cancelled:
+        proposed = Cancelled(f"{cancelled}/{total} states cancelled.")
+    elif failed:
+        proposed = Failed(f"{failed}/{total} states failed.")
+    else:
+        proposed = Failed(f"{len(unfinished)}/{total} states are not final.")
+    first = next((state for state in unfinished if state.is_final()), None)
+    return proposed, None, first.result(raise_on_failure=False) if first is not None else None
+
+
+def _rebuilt(result: Any, resolved: list[Any]) -> Any:
+    """``resolved`` in the shape of the collection ``result`` (a list for a list subclass)."""
+    if isinstance(result, dict):
+        return dict(zip(result, resolved, strict=True))
+    if isinstance(result, tuple):
+        return tuple(resolved)
+    if isinstance(result, set):
+        try:
+            return set(resolved)
+        except TypeError:  # results that cannot be in a set
+            return resolved
+    return resolved
+
+
+def _settled(item: State | OvercastFuture[Any]) -> tuple[State, Any]:
+    """A returned state as itself; a returned future as its task run's final state and its result."""
+    if isinstance(item, State):
+        return item, item
+    try:
+        outcome = item.result(raise_on_failure=False)  # the runner has finished it: no wait
+    except BaseException as exc:  # a crashed task run (KeyboardInterrupt, SystemExit)
+        outcome = exc
+    state = item.state
+    if state.is_completed():
+        state.attach(outcome)
+    elif isinstance(outcome, BaseException):
+        state.attach(exception=outcome)
+    return state, outcome
 
 
 def _failed_state(life: _Run, exc: Exception) -> State:

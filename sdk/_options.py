@@ -1,9 +1,43 @@
-"""What flows and tasks share: state-hook decorators and ``with_options``."""
+"""What flows and tasks share: state-hook decorators, running an async hook, and ``with_options``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Self
+import asyncio
+import contextvars
+import inspect
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Self, TypeVar
+
+R = TypeVar("R")
+
+
+def call_hook(hook: Callable[..., Any], *args: Any) -> None:
+    """Call a hook with ``args``; an ``async`` one runs to completion before this returns."""
+    returned = hook(*args)
+    if returned is not None and inspect.isawaitable(returned):
+        run_to_completion(returned)
+
+
+def run_to_completion(awaitable: Awaitable[R]) -> R:
+    """Run an awaitable (an async hook's) to completion from sync code; return its result.
+
+    With no event loop running on this thread, it runs in a new one here. Inside a running loop
+    (the hooks of an async task), that loop cannot be re-entered: it runs in a new loop on a
+    short-lived thread, in a copy of this context, and this thread waits for it, as it would
+    for a sync hook.
+    """
+
+    async def main() -> R:
+        return await awaitable
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(1, thread_name_prefix="overcast-hook") as pool:
+        return pool.submit(context.run, asyncio.run, main()).result()
 
 
 class HookedCallable:

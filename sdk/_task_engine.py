@@ -20,7 +20,7 @@ from overcast._runtime import Runtime, get_runtime
 from overcast._timeout import RunTimeoutError, time_limit
 from overcast.context import FlowRunContext, TaskRunContext, flow_run_context, task_run_context
 from overcast.core.errors import OvercastError
-from overcast.futures import OvercastFuture, contains_future, resolve
+from overcast.futures import OvercastFuture, contains_future, resolve, upstream_futures
 from overcast.transactions import current_transaction, transaction
 
 if TYPE_CHECKING:
@@ -31,7 +31,20 @@ if TYPE_CHECKING:
 
 
 class UpstreamTaskError(OvercastError):
-    """Raised (as the task run's outcome) when a task it waited for failed."""
+    """Raised (as the task run's outcome) when an upstream run did not complete.
+
+    The upstream is a ``wait_for`` future or a future among the inputs (not under
+    ``allow_failure``); the task run is left Pending (``NotReady``) and its function never runs.
+
+    Attributes:
+        upstream_task_run_id: the upstream task run that did not complete.
+        state: the waiting run's NotReady state (what ``return_state=True`` returns).
+    """
+
+    def __init__(self, message: str, *, upstream_task_run_id: Any = None, state: State | None = None) -> None:
+        super().__init__(message)
+        self.upstream_task_run_id = upstream_task_run_id
+        self.state = state
 
 
 def prepare(
@@ -62,15 +75,19 @@ def _resolve_inputs(
     """Wait for upstream runs and replace futures in the arguments by their results."""
     if wait_for:
         _wait_upstream(record, runtime, wait_for)
-    if args and any(contains_future(a) for a in args):
+    if (args and any(contains_future(a) for a in args)) or (
+        kwargs and any(contains_future(v) for v in kwargs.values())
+    ):
+        # Every upstream the run needs completes before any result is read (as for wait_for).
+        _wait_upstream(record, runtime, [*upstream_futures(args), *upstream_futures(kwargs)])
         args = tuple(resolve(a) for a in args)
-    if kwargs and any(contains_future(v) for v in kwargs.values()):
         kwargs = {k: resolve(v) for k, v in kwargs.items()}
     return args, kwargs
 
 
-def _wait_upstream(record: TaskRunRecord, runtime: Runtime, wait_for: Any) -> None:
-    for future in wait_for:
+def _wait_upstream(record: TaskRunRecord, runtime: Runtime, upstream: Any) -> None:
+    """Wait for each upstream future; one that did not complete leaves the run NotReady (raised)."""
+    for future in upstream:
         if isinstance(future, OvercastFuture):
             future.wait()
             if not future.state.is_completed():
@@ -78,7 +95,11 @@ def _wait_upstream(record: TaskRunRecord, runtime: Runtime, wait_for: Any) -> No
                     "PENDING", "NotReady", message=f"upstream task run {future.task_run_id} did not complete"
                 )
                 runtime.reporter.task_run(record)
-                raise UpstreamTaskError(f"upstream task run {future.task_run_id} is {future.state.name}")
+                raise UpstreamTaskError(
+                    f"upstream task run {future.task_run_id} is {future.state.name}",
+                    upstream_task_run_id=future.task_run_id,
+                    state=record.state(),
+                )
 
 
 class _Attempt:
@@ -169,7 +190,12 @@ def run_sync(
     task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool, wait_for: Any
 ) -> Any:
     """Run a sync task on this thread and return its result (or its final state)."""
-    record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
+    try:
+        record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
+    except UpstreamTaskError as exc:
+        if return_state and exc.state is not None:
+            return exc.state
+        raise
     return run_prepared(task, record, runtime, flow_ctx, args, kwargs, return_state)
 
 
@@ -177,7 +203,12 @@ async def run_async(
     task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool, wait_for: Any
 ) -> Any:
     """Run an async task in the caller's event loop and return its result (or its final state)."""
-    record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
+    try:
+        record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
+    except UpstreamTaskError as exc:
+        if return_state and exc.state is not None:
+            return exc.state
+        raise
     if task.task_run_name is not None:
         record.name = task.run_name(args, kwargs)
     if _wants_transaction(task, flow_ctx):
@@ -306,6 +337,21 @@ def submit(
     record = _new_record(task, flow_ctx)
     run = SubmittedRun(task, record, args, kwargs, wait_for, flow_ctx)
     return OvercastFuture(record, flow_ctx.task_runner.submit(run))
+
+
+def final_state(future: OvercastFuture[Any]) -> State:
+    """Wait for a submitted run; return its final state, with its result or exception attached."""
+    future.wait()  # (an interrupt while waiting is not the run's outcome: it propagates)
+    try:
+        outcome = future.result(raise_on_failure=False)
+    except BaseException as exc:  # a crashed task run (KeyboardInterrupt, SystemExit)
+        outcome = exc
+    state = future.state
+    if state.is_completed():
+        state.attach(outcome)
+    elif isinstance(outcome, BaseException):  # failed, or never ran (NotReady)
+        state.attach(None, outcome)
+    return state
 
 
 def run_prepared(

@@ -16,7 +16,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from pydantic import ValidationError, create_model
 
 from overcast import _flow_engine as engine
-from overcast._options import HookedCallable
+from overcast._options import HookedCallable, call_hook
 from overcast.core.models import FlowRun
 from overcast.core.states import State
 from overcast.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -41,7 +41,8 @@ class Flow(HookedCallable, Generic[P, R]):
         flow_run_name: a ``str.format`` template over the parameters, or a callable.
         retries: retries after a failed run (decided by the control plane).
         retry_delay_seconds: the pause before each retry.
-        task_runner: where ``submit``/``map`` run tasks (default: a thread pool).
+        task_runner: where ``submit``/``map`` run tasks (default: a thread pool); a task
+            runner class is instantiated with no arguments.
         timeout_seconds: fail the run (TimedOut) when it runs longer.
         validate_parameters: coerce and check arguments against the annotations (pydantic).
         log_prints: send ``print`` in the flow (and its tasks) to the run's log.
@@ -65,7 +66,7 @@ class Flow(HookedCallable, Generic[P, R]):
         flow_run_name: str | Callable[..., str] | None = None,
         retries: int = 0,
         retry_delay_seconds: float = 0,
-        task_runner: TaskRunner | None = None,
+        task_runner: TaskRunner | type[TaskRunner] | None = None,
         timeout_seconds: float | None = None,
         validate_parameters: bool = True,
         log_prints: bool = False,
@@ -93,7 +94,9 @@ class Flow(HookedCallable, Generic[P, R]):
         self.flow_run_name = flow_run_name
         self.retries = retries
         self.retry_delay_seconds = retry_delay_seconds
-        self.task_runner = task_runner or ThreadPoolTaskRunner()
+        if isinstance(task_runner, type):
+            task_runner = task_runner()
+        self.task_runner: TaskRunner = task_runner or ThreadPoolTaskRunner()
         self.timeout_seconds = timeout_seconds
         self.validate_parameters = validate_parameters
         self.log_prints = log_prints
@@ -119,13 +122,33 @@ class Flow(HookedCallable, Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
     @overload
-    def __call__(self, *args: Any, return_state: bool = ..., **kwargs: Any) -> Any: ...
+    def __call__(
+        self, *args: Any, return_state: bool = ..., wait_for: Iterable[Any] | None = ..., **kwargs: Any
+    ) -> Any: ...
 
-    def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
-        """Run the flow now and return its result (or its final state with ``return_state=True``)."""
+    def __call__(
+        self, *args: Any, return_state: bool = False, wait_for: Iterable[Any] | None = None, **kwargs: Any
+    ) -> Any:
+        """Run the flow now and return its result (or its final state with ``return_state=True``).
+
+        What the function returns decides the run's final state, as in Prefect: a returned
+        state becomes it (``return Failed(message=...)`` fails the run); a returned future is
+        resolved, and fails the run if its task run failed; a list, tuple, set or dict of
+        states or futures fails the run ("1/3 states failed.") if any of them did not
+        complete, else the futures are replaced by their results. Any other value completes it.
+
+        Args:
+            return_state: return the run's final state instead of its result (a failed run's
+                state instead of raising).
+            wait_for: futures (or states) of runs to wait for before this one starts.
+
+        Raises:
+            UpstreamTaskError: a run in ``wait_for`` did not complete; the flow does not run.
+            ParameterValidationError: the arguments do not fit the signature.
+        """
         if self.is_async:
-            return engine.run_flow_async(self, args, kwargs, return_state)
-        return engine.run_flow(self, args, kwargs, return_state)
+            return engine.run_flow_async(self, args, kwargs, return_state, wait_for=wait_for)
+        return engine.run_flow(self, args, kwargs, return_state, wait_for=wait_for)
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this flow from its function."""
@@ -232,7 +255,8 @@ class Flow(HookedCallable, Generic[P, R]):
             ) from None
 
     def run_hooks(self, hooks: list[Callable[..., Any]], run: FlowRun, client: Any, **outcome: Any) -> None:
-        """Call state hooks with the run as stored now; a hook's exception is logged, never raised."""
+        """Call state hooks (an async one runs to completion) with the run as stored now; a
+        hook's exception is logged, never raised."""
         if not hooks:
             return
         current = client.read_flow_run(run.id)
@@ -240,7 +264,7 @@ class Flow(HookedCallable, Generic[P, R]):
         state.attach(outcome.get("value"), outcome.get("exception"))
         for hook in hooks:
             try:
-                hook(self, current, state)
+                call_hook(hook, self, current, state)
             except Exception:
                 logger.exception("hook %s of flow %r raised", getattr(hook, "__name__", hook), self.name)
 

@@ -13,14 +13,24 @@ import logging
 import random
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from overcast import _task_engine as engine
-from overcast._options import HookedCallable
-from overcast.futures import FutureList, OvercastFuture
+from overcast._options import HookedCallable, call_hook
+from overcast.futures import FutureList, OvercastFuture, allow_failure, quote, unmapped
 
 if TYPE_CHECKING:
     from overcast._records import TaskRunRecord
+    from overcast.core.states import State
+
+__all__ = [
+    "Task",
+    "allow_failure",
+    "exponential_backoff",
+    "quote",
+    "task",
+    "unmapped",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -42,13 +52,6 @@ def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
     return delays
 
 
-class unmapped:  # noqa: N801 - Prefect's name
-    """Wrap an argument of ``map`` that every mapped call receives whole (not iterated)."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
 class Task(HookedCallable, Generic[P, R]):
     """A task: wraps a function so that each call is a tracked task run.
 
@@ -67,8 +70,8 @@ class Task(HookedCallable, Generic[P, R]):
         timeout_seconds: fail the attempt (TimedOut) when it runs longer.
         task_run_name: a ``str.format`` template over the parameters, or a callable.
         log_prints: send ``print`` to the run's log (default: the flow's setting).
-        on_completion, on_failure, on_running: hooks ``(task, task_run, state)``; a hook's
-            exception is logged, never raised.
+        on_completion, on_failure, on_running: hooks ``(task, task_run, state)``, plain or
+            ``async`` (run to completion); a hook's exception is logged, never raised.
         persist_result: store the result (and a record of the run under its cache key);
             default: when a cache policy or ``cache_key_fn`` is given, or the flow persists.
         result_storage: where results go: a blob store URL (``s3://bucket/prefix``,
@@ -182,22 +185,63 @@ class Task(HookedCallable, Generic[P, R]):
             return engine.run_async(self, args, kwargs, return_state, wait_for)
         return engine.run_sync(self, args, kwargs, return_state, wait_for)
 
-    def submit(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> OvercastFuture[R]:
-        """Run the task on the flow run's task runner; return its future at once."""
+    @overload
+    def submit(
+        self, *args: Any, return_state: Literal[False] = ..., wait_for: Any = ..., **kwargs: Any
+    ) -> OvercastFuture[R]: ...
+
+    @overload
+    def submit(
+        self, *args: Any, return_state: Literal[True], wait_for: Any = ..., **kwargs: Any
+    ) -> State: ...
+
+    def submit(
+        self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any
+    ) -> OvercastFuture[R] | State:
+        """Run the task on the flow run's task runner; return its future at once.
+
+        With ``return_state=True``, wait for the run and return its final state instead (a
+        failed run's state is returned, not raised).
+        """
         if self.is_generator or self.is_async_generator:
             raise TypeError(f"generator task {self.name!r} cannot be submitted; call it and iterate")
-        return engine.submit(self, args, kwargs, wait_for)
+        future = engine.submit(self, args, kwargs, wait_for)
+        return engine.final_state(future) if return_state else future
 
-    def map(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> FutureList[R]:
+    @overload
+    def map(
+        self, *args: Any, return_state: Literal[False] = ..., wait_for: Any = ..., **kwargs: Any
+    ) -> FutureList[R]: ...
+
+    @overload
+    def map(
+        self, *args: Any, return_state: Literal[True], wait_for: Any = ..., **kwargs: Any
+    ) -> list[State]: ...
+
+    def map(
+        self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any
+    ) -> FutureList[R] | list[State]:
         """Submit one task run per element of the iterable arguments (zipped).
 
-        Arguments wrapped in ``unmapped`` — and non-iterable ones — go whole to every run.
+        Arguments wrapped in ``unmapped`` or ``quote`` — and non-iterable ones — go whole to
+        every run. A future argument is waited for and its result used (mapped over, if it is
+        iterable). Under ``allow_failure``, each run gets its item under ``allow_failure``.
+
+        Args:
+            return_state: wait for every run and return their final states, in order.
+            wait_for: futures every run waits for.
 
         Raises:
             ValueError: no iterable argument, or iterables of different lengths.
+            UpstreamTaskError: a future argument's run did not complete (not under ``allow_failure``).
         """
         bound = {**{i: a for i, a in enumerate(args)}, **kwargs}
-        iterables = {k: list(v) for k, v in bound.items() if _is_mappable(v)}
+        iterables: dict[int | str, list[Any]] = {}
+        whole: dict[int | str, Any] = {}
+        for key, value in bound.items():
+            items, whole[key] = _split_mapped(value)
+            if items is not None:
+                iterables[key] = items
         if not iterables:
             raise ValueError(f"{self.name}.map() needs at least one iterable argument")
         lengths = {len(v) for v in iterables.values()}
@@ -205,10 +249,12 @@ class Task(HookedCallable, Generic[P, R]):
             raise ValueError(f"{self.name}.map() got iterables of different lengths: {sorted(lengths)}")
         futures: FutureList[R] = FutureList()
         for i in range(lengths.pop()):
-            call = {k: (iterables[k][i] if k in iterables else _unwrap(v)) for k, v in bound.items()}
+            call = {k: (iterables[k][i] if k in iterables else whole[k]) for k in bound}
             positional = tuple(call[k] for k in range(len(args)))
             named = {k: v for k, v in call.items() if isinstance(k, str)}
             futures.append(engine.submit(self, positional, named, wait_for))
+        if return_state:
+            return [engine.final_state(f) for f in futures]
         return futures
 
     # -- options and hooks ------------------------------------------------------------------------
@@ -311,13 +357,13 @@ class Task(HookedCallable, Generic[P, R]):
         return delay
 
     def run_hooks(self, hooks: list[Callable[..., Any]], record: TaskRunRecord, **outcome: Any) -> None:
-        """Call state hooks; an exception in a hook is logged, never raised."""
+        """Call state hooks (an async one runs to completion); a hook's exception is logged, never raised."""
         task_run = self._task_run_model(record)
         state = record.state()
         state.attach(outcome.get("value"), outcome.get("exception"))
         for hook in hooks:
             try:
-                hook(self, task_run, state)
+                call_hook(hook, self, task_run, state)
             except Exception:
                 logger.exception("hook %s of task %r raised", getattr(hook, "__name__", hook), self.name)
 
@@ -367,14 +413,33 @@ def _task_key(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__qualname__', 'task')}-{digest}"
 
 
-def _is_mappable(value: Any) -> bool:
-    if isinstance(value, unmapped | str | bytes | dict):
-        return False
-    return isinstance(value, Iterable)
+def _split_mapped(value: Any, failures_allowed: bool = False) -> tuple[list[Any] | None, Any]:
+    """A ``map`` argument as ``(items, None)`` to iterate over, or ``(None, value)`` for every run."""
+    if isinstance(value, allow_failure):
+        items, whole = _split_mapped(value.value, failures_allowed=True)
+        if items is not None:
+            return [allow_failure(item) for item in items], None
+        return None, allow_failure(whole)
+    if isinstance(value, unmapped):
+        return None, value.value
+    if isinstance(value, quote):
+        return None, value  # the engine unwraps it without looking inside
+    if isinstance(value, OvercastFuture):
+        value = _mapped_future_result(value, failures_allowed)
+    if isinstance(value, str | bytes | dict) or not isinstance(value, Iterable):
+        return None, value
+    return list(value), None
 
 
-def _unwrap(value: Any) -> Any:
-    return value.value if isinstance(value, unmapped) else value
+def _mapped_future_result(future: OvercastFuture[Any], failures_allowed: bool) -> Any:
+    """What ``map`` does with a future argument: wait for it and use its result."""
+    future.wait()
+    if not failures_allowed and not future.state.is_completed():
+        raise engine.UpstreamTaskError(
+            f"map() was given the future of task run {future.task_run_id}, which is {future.state.name}",
+            upstream_task_run_id=future.task_run_id,
+        )
+    return future.result(raise_on_failure=False)
 
 
 @overload

@@ -34,6 +34,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from overcast._options import call_hook
 from overcast.core.errors import OvercastError
 
 if TYPE_CHECKING:
@@ -360,7 +361,7 @@ def transaction(
 
 def _run_hook(hook: Hook, txn: Transaction, kind: str) -> None:
     try:
-        hook(txn)
+        call_hook(hook, txn)  # an async hook runs to completion
     except Exception:
         logger.exception(
             "%s hook %s of transaction %r raised", kind, getattr(hook, "__name__", hook), txn.key
