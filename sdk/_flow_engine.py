@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic_core import to_jsonable_python
 
 from overcast._records import TaskRunRecord
+from overcast._returns import DECIDING, decided, small_json, upstream_failure
 from overcast._runtime import Runtime, get_runtime
 from overcast._task_engine import UpstreamTaskError
 from overcast._timeout import RunTimeoutError, time_limit
@@ -30,7 +31,6 @@ from overcast.core.models import FlowRun, RetryPolicy
 from overcast.core.orchestration import RUN_LEASE_S, Decision
 from overcast.core.schemas import FlowRunCreate, InitialState, OrchestrationResult
 from overcast.core.states import Cancelled, Completed, Crashed, Failed, Running, State, StateType
-from overcast.futures import OvercastFuture
 
 if TYPE_CHECKING:
     from overcast.client import Client
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("overcast.engine")
 
 MAX_WAITS = 100
-MAX_INLINE_RESULT = 4096  # bytes of JSON: a larger result is not copied into the final state
 
 
 class RunAbortedError(OvercastError):
@@ -68,7 +67,7 @@ class _Run:
             UpstreamTaskError: a run in ``wait_for`` did not complete; the new run is left
                 Pending (NotReady), as a task run is, and never starts.
         """
-        blocked = _upstream_failure(wait_for) if wait_for else None
+        blocked = upstream_failure(wait_for) if wait_for else None
         if self.existing is not None:
             self.run = self.existing
         elif self.parent is None and (existing := _claim_existing_run(self.runtime)) is not None:
@@ -168,17 +167,17 @@ class _Run:
         """Propose the final state the flow's return value decides; return the state stored.
 
         A plain value completes the run. A returned state, future, or collection of them
-        decides the final state (``_decided``); a failed one may come back AwaitingRetry
+        decides the final state (``_returns.decided``); a failed one may come back AwaitingRetry
         (SCHEDULED), and the caller then runs the flow again after ``_retry_pause``.
         """
         self.runtime.reporter.flush()
-        if isinstance(result, _DECIDING):
+        if isinstance(result, DECIDING):
             try:
-                proposed, value, exception = _decided(result)
+                proposed, value, exception = decided(result)
             except Exception as exc:  # e.g. a returned state whose stored result cannot be read
                 proposed, value, exception = Failed(f"{type(exc).__name__}: {exc}"), None, exc
         else:  # the common case: nothing to inspect
-            proposed, value, exception = Completed(_small_json(result)), result, None
+            proposed, value, exception = Completed(small_json(result)), result, None
         state = self.propose(proposed).state
         if state.type is StateType.SCHEDULED:
             return state
@@ -386,108 +385,7 @@ def _retry_pause(state: State) -> float:
     return max(0.0, (start - datetime.now(UTC)).total_seconds())
 
 
-def _upstream_failure(wait_for: Iterable[Any]) -> str | None:
-    """Wait for the runs in ``wait_for``; say which one did not complete (``None``: all did)."""
-    for item in wait_for:
-        if isinstance(item, OvercastFuture):
-            item.wait()
-            state = item.state
-            if not state.is_completed():
-                return f"upstream task run {item.task_run_id} is {state.name}"
-        elif isinstance(item, State) and not item.is_completed():
-            return f"an upstream run is {item.name}"
-    return None
-
-
-# What a flow may return to decide its own final state; any other value completes the run.
-_DECIDING = (State, OvercastFuture, list, tuple, set, dict)
-_FAILING = (StateType.FAILED, StateType.CRASHED)
-
-
-def _decided(result: Any) -> tuple[State, Any, BaseException | None]:
-    """The final state a flow's return value decides, the flow's result, and its exception.
-
-    As in Prefect 3: a returned state is the run's final state (its type, name and message);
-    a returned future stands for its task run's final state, and its result is the flow's. A
-    list, tuple, set or dict holding states or futures completes the run when all of them
-    completed, with the futures replaced by their results; else the run fails
-    ("1/3 states failed.") and raises the first failure's exception.
-    """
-    if isinstance(result, State | OvercastFuture):
-        state, _ = _settled(result)
-        if not state.is_final():
-            return Failed(f"the flow returned a {state.name} state, which is not final"), None, None
-        if state.is_completed():
-            value = state.result()
-            return Completed(_small_json(value), name=state.name, message=state.message), value, None
-        exception = state.result(raise_on_failure=False)
-        return State(type=state.type, name=state.name, message=state.message), None, exception
-    items = result.values() if isinstance(result, dict) else result
-    settled = [_settled(item) if isinstance(item, State | OvercastFuture) else (None, item) for item in items]
-    states = [state for state, _ in settled if state is not None]
-    if not states:
-        return Completed(_small_json(result)), result, None
-    unfinished = [state for state in states if not state.is_completed()]
-    if not unfinished:
-        value = _rebuilt(result, [value for _, value in settled])
-        return Completed(_small_json(value), message="All states completed."), value, None
-    total = len(states)
-    cancelled = sum(state.is_cancelled() for state in states)
-    failed = sum(state.type in _FAILING for state in states)
-    if cancelled:
-        proposed = Cancelled(f"{cancelled}/{total} states cancelled.")
-    elif failed:
-        proposed = Failed(f"{failed}/{total} states failed.")
-    else:
-        proposed = Failed(f"{len(unfinished)}/{total} states are not final.")
-    first = next((state for state in unfinished if state.is_final()), None)
-    return proposed, None, first.result(raise_on_failure=False) if first is not None else None
-
-
-def _rebuilt(result: Any, resolved: list[Any]) -> Any:
-    """``resolved`` in the shape of the collection ``result`` (a list for a list subclass)."""
-    if isinstance(result, dict):
-        return dict(zip(result, resolved, strict=True))
-    if isinstance(result, tuple):
-        return tuple(resolved)
-    if isinstance(result, set):
-        try:
-            return set(resolved)
-        except TypeError:  # results that cannot be in a set
-            return resolved
-    return resolved
-
-
-def _settled(item: State | OvercastFuture[Any]) -> tuple[State, Any]:
-    """A returned state as itself; a returned future as its task run's final state and its result."""
-    if isinstance(item, State):
-        return item, item
-    try:
-        outcome = item.result(raise_on_failure=False)  # the runner has finished it: no wait
-    except BaseException as exc:  # a crashed task run (KeyboardInterrupt, SystemExit)
-        outcome = exc
-    state = item.state
-    if state.is_completed():
-        state.attach(outcome)
-    elif isinstance(outcome, BaseException):
-        state.attach(exception=outcome)
-    return state, outcome
-
-
 def _failed_state(life: _Run, exc: Exception) -> State:
     state = life.client.read_flow_run(life.run.id).state
     state.attach(exception=exc)
     return state
-
-
-def _small_json(result: Any) -> Any:
-    """The result as JSON when it is small and JSON-able (shown with the run); else ``None``."""
-    if result is None or isinstance(result, bool | int | float | str):
-        return result if not isinstance(result, str) or len(result) <= MAX_INLINE_RESULT else None
-    try:
-        import json
-
-        text = json.dumps(result)
-    except (TypeError, ValueError):
-        return None
-    return json.loads(text) if len(text) <= MAX_INLINE_RESULT else None
