@@ -186,6 +186,13 @@ def _begin(
     return _Attempt(task, record, runtime, flow_ctx), args, kwargs
 
 
+def _not_ready(exc: UpstreamTaskError, return_state: bool) -> State:
+    """A run whose upstream did not complete: its NotReady state, or (without ``return_state``) the error."""
+    if return_state and exc.state is not None:
+        return exc.state
+    raise exc
+
+
 def run_sync(
     task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool, wait_for: Any
 ) -> Any:
@@ -193,9 +200,7 @@ def run_sync(
     try:
         record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
     except UpstreamTaskError as exc:
-        if return_state and exc.state is not None:
-            return exc.state
-        raise
+        return _not_ready(exc, return_state)
     return run_prepared(task, record, runtime, flow_ctx, args, kwargs, return_state)
 
 
@@ -206,9 +211,7 @@ async def run_async(
     try:
         record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
     except UpstreamTaskError as exc:
-        if return_state and exc.state is not None:
-            return exc.state
-        raise
+        return _not_ready(exc, return_state)
     if task.task_run_name is not None:
         record.name = task.run_name(args, kwargs)
     if _wants_transaction(task, flow_ctx):
