@@ -1,8 +1,8 @@
 """What a task run's transaction needs: its cache key, where its result goes, how long it counts.
 
 Prefect 3's rules, with one difference (a policy's key is scoped to its task): a task persists its result when ``persist_result`` says so, or (left unset)
-when it asks for a cache (a cache policy other than ``NO_CACHE``, or a ``cache_key_fn``) or its
-flow persists results. A persisting run is recorded under the key its cache policy computes
+when it asks for a cache (a cache policy other than ``NO_CACHE``, or a ``cache_key_fn``), says
+where results go (``result_storage``, ``result_serializer``), or its flow persists results. A persisting run is recorded under the key its cache policy computes
 (``DEFAULT``: inputs, task source, flow run id), so a retried flow run redoes only what did not
 complete. Results go to the task's ``result_storage``, else the flow's, else the settings' blob
 store.
@@ -60,7 +60,7 @@ def plan(
     flow = flow_ctx.flow if flow_ctx is not None else None  # None in a process-pool worker too
     persist = task.persist_result
     if persist is None:
-        persist = task.caches or bool(flow is not None and flow.persist_result)
+        persist = task.persists_by_default or bool(flow is not None and flow.persist_result)
     if not persist:
         return _NOTHING
     default_storage = runtime.settings.blobs_url
@@ -122,14 +122,20 @@ _stores: dict[tuple[Any, Any], ResultStore] = {}
 def result_store(task: Task[..., Any], flow: Any, default_storage: str) -> ResultStore:
     """The result store of ``task`` (in ``flow``): its own storage and serializer, else the flow's,
     else ``default_storage`` (the runtime's blob store) and pickle. Built once per combination."""
-    from overcast.results import ResultStore
-
     storage = (
         task.result_storage if task.result_storage is not None else getattr(flow, "result_storage", None)
     )
+    serializer = task.result_serializer or getattr(flow, "result_serializer", None)
+    return store_for(storage, serializer, default_storage)
+
+
+def store_for(storage: Any, serializer: Any, default_storage: str) -> ResultStore:
+    """The result store of ``storage`` (a URL, a blob store or a ``ResultStore``; ``None``:
+    ``default_storage``) and ``serializer`` (``None``: pickle). Built once per combination."""
+    from overcast.results import ResultStore
+
     if isinstance(storage, ResultStore):
         return storage
-    serializer = task.result_serializer or getattr(flow, "result_serializer", None)
     spec = (storage if storage is not None else default_storage, serializer)
     try:
         return _stores[spec]

@@ -178,6 +178,12 @@ class _Run:
                 proposed, value, exception = Failed(f"{type(exc).__name__}: {exc}"), None, exc
         else:  # the common case: nothing to inspect
             proposed, value, exception = Completed(small_json(result)), result, None
+        if proposed.type is StateType.COMPLETED and self.flow.persists_result:
+            try:
+                proposed = proposed.model_copy(update={"data": self._persist(value)})
+            except Exception as exc:  # a value the serializer cannot write, storage that failed
+                message = f"the result could not be persisted: {type(exc).__name__}: {exc}"
+                proposed, value, exception = Failed(message), None, exc
         state = self.propose(proposed).state
         if state.type is StateType.SCHEDULED:
             return state
@@ -193,6 +199,14 @@ class _Run:
             flow.run_hooks(flow.on_cancellation_hooks, self.run, self.client)
         state.attach(value, exception)
         return state
+
+    def _persist(self, value: Any) -> dict[str, Any]:
+        """Persist the flow's result (its storage and serializer); return the reference."""
+        from overcast._caching import store_for
+
+        flow = self.flow
+        store = store_for(flow.result_storage, flow.result_serializer, self.runtime.settings.blobs_url)
+        return dict(store.persist(f"flow-runs/{self.run.id}", value))
 
     def _cancelled(self) -> None:
         # Cancellation was asked for while this engine ran the flow: it stopped, so it ends it.

@@ -49,11 +49,14 @@ class Flow(HookedCallable, Generic[P, R]):
         tags: tags of every run.
         on_completion, on_failure, on_cancellation, on_crashed, on_running: hooks
             ``(flow, flow_run, state)``; a hook's exception is logged, never raised.
-        persist_result: persist the results of the flow's tasks (those that do not say
-            otherwise) and record them under their cache keys: a retried run then redoes only
-            what did not complete.
-        result_storage: the default ``result_storage`` of the flow's tasks.
-        result_serializer: the default ``result_serializer`` of the flow's tasks.
+        persist_result: persist the flow's own result (its final state then holds a claim
+            check that ``state.result()`` reads in any process) and the results of its tasks
+            (those that do not say otherwise), recorded under their cache keys: a retried run
+            then redoes only what did not complete. Left unset, the flow's result persists
+            when ``result_storage`` or ``result_serializer`` is given.
+        result_storage: where the flow's result goes, and the default ``result_storage`` of
+            its tasks (a URL such as ``s3://bucket/prefix``; default: the settings' blob store).
+        result_serializer: the serializer of the flow's result, and the default of its tasks.
     """
 
     def __init__(
@@ -109,6 +112,10 @@ class Flow(HookedCallable, Generic[P, R]):
         self.persist_result = persist_result
         self.result_storage = result_storage
         self.result_serializer = result_serializer
+        # Whether a run stores its own return value (a claim check in its final state): asked
+        # for, or (left unset) implied by a result storage or serializer, as in Prefect.
+        implied = result_storage is not None or result_serializer is not None
+        self.persists_result = persist_result if persist_result is not None else implied
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature = inspect.signature(fn)
         self.has_var_args = any(

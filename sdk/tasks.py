@@ -73,7 +73,8 @@ class Task(HookedCallable, Generic[P, R]):
         on_completion, on_failure, on_running: hooks ``(task, task_run, state)``, plain or
             ``async`` (run to completion); a hook's exception is logged, never raised.
         persist_result: store the result (and a record of the run under its cache key);
-            default: when a cache policy or ``cache_key_fn`` is given, or the flow persists.
+            default: when a cache policy, a ``cache_key_fn``, a ``result_storage`` or a
+            ``result_serializer`` is given, or the flow persists.
         result_storage: where results go: a blob store URL (``s3://bucket/prefix``,
             ``file:///path``), a ``ResultStore``; default the flow's, else the settings' store.
         result_serializer: ``"pickle"`` (default), ``"json"``, ``"compressed/pickle"``,
@@ -151,9 +152,11 @@ class Task(HookedCallable, Generic[P, R]):
         self.caches = cache_key_fn is not None or (
             cache_policy is not None and not _is_no_cache(cache_policy)
         )
+        # Persists unless persist_result says otherwise: it caches, or says where results go.
+        self.persists_by_default = self.caches or result_storage is not None or result_serializer is not None
         # Runs in a transaction of its own (checked on every call: keep it one attribute).
         self.transactional = bool(
-            self.caches or persist_result or self.on_commit_hooks or self.on_rollback_hooks
+            self.persists_by_default or persist_result or self.on_commit_hooks or self.on_rollback_hooks
         )
         self.is_async = inspect.iscoroutinefunction(fn)
         self.is_generator = inspect.isgeneratorfunction(fn)

@@ -529,3 +529,49 @@ def test_process_pool_tasks_cache_through_the_same_control_plane(tmp_path: Path)
     pids = ledger.read_text().split()
     assert len(pids) == 3  # the second run was answered from the records the workers committed
     assert str(os.getpid()) not in pids
+
+
+def test_a_persisted_flow_result_reads_back_through_the_state_another_client_sees(harness: Harness) -> None:
+    @flow(persist_result=True)
+    def big() -> dict[str, Any]:
+        return {"payload": "x" * 5000}  # large: stored as a blob, not inlined
+
+    @flow(result_serializer="json")  # a serializer alone asks for persistence, as in Prefect
+    def small() -> list[int]:
+        return [1, 2, 3]
+
+    @flow
+    def plain() -> list[int]:
+        return [1, 2, 3]
+
+    assert big() == {"payload": "x" * 5000} and small() == [1, 2, 3] and plain() == [1, 2, 3]
+    runs = {run.flow_name: run for run in harness.flow_runs()}
+    stored = {name: harness.runtime.client.read_flow_run(run.id).state for name, run in runs.items()}
+    assert "storage" in stored["big"].data  # a claim check, not the value
+    assert stored["big"].result() == {"payload": "x" * 5000}
+    assert stored["small"].data["serializer"] == "json" and stored["small"].result() == [1, 2, 3]
+    assert stored["plain"].data == [1, 2, 3]  # not persisted: a small JSON result shown inline
+
+
+def test_a_flow_result_that_cannot_be_persisted_fails_the_run(harness: Harness) -> None:
+    @flow(persist_result=True, result_serializer="json")
+    def unwritable() -> object:
+        return object()
+
+    state = unwritable(return_state=True)
+    assert state.is_failed() and "the result could not be persisted" in (state.message or "")
+    assert harness.flow_runs()[0].state.is_failed()
+
+
+def test_a_task_that_names_its_result_storage_persists_its_result(harness: Harness) -> None:
+    @task(result_serializer="json")
+    def numbers() -> list[int]:
+        return [4, 5, 6]
+
+    @flow
+    def pipeline() -> list[int]:
+        return numbers()
+
+    assert pipeline() == [4, 5, 6]
+    (run,) = harness.task_runs(harness.flow_runs()[0].id)
+    assert run.state.data["serializer"] == "json" and load_result(run.state.data) == [4, 5, 6]
