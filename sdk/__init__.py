@@ -32,6 +32,8 @@ _LAZY: dict[str, str] = {
     "get_run_context": "overcast.context",
     "get_run_logger": "overcast.logging",
     "quote": "overcast.futures",
+    "runtime": "overcast.runtime",
+    "tags": "overcast.context",
     "task": "overcast.tasks",
     "unmapped": "overcast.futures",
     "update_progress_artifact": "overcast.artifacts",
@@ -57,6 +59,8 @@ __all__ = [
     "get_run_context",
     "get_run_logger",
     "quote",
+    "runtime",
+    "tags",
     "task",
     "unmapped",
     "update_progress_artifact",
@@ -67,7 +71,9 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'overcast' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    imported = importlib.import_module(module)
+    # a name that is a submodule (``runtime``) stands for the module itself
+    value = imported if module == f"{__name__}.{name}" else getattr(imported, name)
     globals()[name] = value
     return value
 

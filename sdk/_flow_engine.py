@@ -25,7 +25,7 @@ from overcast._returns import DECIDING, decided, small_json, upstream_failure
 from overcast._runtime import Runtime, get_runtime
 from overcast._task_engine import UpstreamTaskError
 from overcast._timeout import RunTimeoutError, time_limit
-from overcast.context import FlowRunContext, flow_run_context, task_run_context
+from overcast.context import FlowRunContext, flow_run_context, merge_tags, tags_context, task_run_context
 from overcast.core.errors import OvercastError
 from overcast.core.models import FlowRun, RetryPolicy
 from overcast.core.orchestration import RUN_LEASE_S, Decision
@@ -98,7 +98,7 @@ class _Run:
                 flow_name=self.flow.name,
                 name=self.flow.run_name(self.parameters),
                 parameters=to_jsonable_python(self.parameters, fallback=repr),
-                tags=self.flow.tags,
+                tags=merge_tags(self.flow.tags, tags_context.get()),
                 state=None
                 if blocked is None
                 else InitialState(type=StateType.PENDING, name="NotReady", message=blocked),
@@ -123,7 +123,9 @@ class _Run:
         raise RunAbortedError(f"flow run {self.run.id} kept being told to wait")
 
     def start(self) -> None:
-        self.propose(Running())
+        answer = self.propose(Running())
+        # the run as it now stands, for the run context (``overcast.runtime.flow_run.run_count``)
+        self.run = self.run.model_copy(update={"state": answer.state, "run_count": self.run.run_count + 1})
         if self.parent is None:  # a subflow's process is its parent's, vouched for by it
             _heartbeats.add(self.run.id, self.client)
         self.flow.run_hooks(self.flow.on_running_hooks, self.run, self.client)

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 from overcast._records import TaskRunRecord
 from overcast._runtime import Runtime, get_runtime
 from overcast._timeout import RunTimeoutError, time_limit
-from overcast.context import FlowRunContext, TaskRunContext, flow_run_context, task_run_context
+from overcast.context import (
+    FlowRunContext,
+    TaskRunContext,
+    flow_run_context,
+    merge_tags,
+    tags_context,
+    task_run_context,
+)
 from overcast.core.errors import OvercastError
 from overcast.futures import OvercastFuture, contains_future, resolve, upstream_futures
 from overcast.transactions import current_transaction, transaction
@@ -64,7 +71,9 @@ def _new_record(task: Task[..., Any], flow_ctx: FlowRunContext | None) -> TaskRu
         flow_run_id, dynamic_key = flow_ctx.flow_run.id, flow_ctx.next_dynamic_key(task.task_key)
     else:
         flow_run_id, dynamic_key = None, "0"
-    record = TaskRunRecord(task.task_key, task.name, flow_run_id, dynamic_key, task.tags)
+    extra_tags = tags_context.get()  # a ``tags(...)`` block around the call
+    tags = merge_tags(task.tags, extra_tags) if extra_tags else task.tags
+    record = TaskRunRecord(task.task_key, task.name, flow_run_id, dynamic_key, tags)
     record.add("PENDING", "Pending")
     return record
 
@@ -108,7 +117,13 @@ class _Attempt:
     __slots__ = ("flow_ctx", "plan", "record", "reporter", "task", "token", "txn")
 
     def __init__(
-        self, task: Task[..., Any], record: TaskRunRecord, runtime: Runtime, flow_ctx: FlowRunContext | None
+        self,
+        task: Task[..., Any],
+        record: TaskRunRecord,
+        runtime: Runtime,
+        flow_ctx: FlowRunContext | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ):
         self.task, self.record, self.reporter, self.flow_ctx = task, record, runtime.reporter, flow_ctx
         self.txn: Transaction | None = None  # the run's own transaction, when it has one
@@ -120,7 +135,8 @@ class _Attempt:
             from overcast.logging import enable_log_prints
 
             enable_log_prints()
-        self.token = task_run_context.set(TaskRunContext(task, record, log_prints))
+        # the call's arguments ride along unbound: ``overcast.runtime.task_run.parameters`` binds them
+        self.token = task_run_context.set(TaskRunContext(task, record, log_prints, args, kwargs))
 
     def start(self) -> None:
         record = self.record
@@ -183,7 +199,7 @@ def _begin(
     record, runtime, flow_ctx, args, kwargs = prepare(task, args, kwargs, wait_for)
     if task.task_run_name is not None:
         record.name = task.run_name(args, kwargs)
-    return _Attempt(task, record, runtime, flow_ctx), args, kwargs
+    return _Attempt(task, record, runtime, flow_ctx, args, kwargs), args, kwargs
 
 
 def _not_ready(exc: UpstreamTaskError, return_state: bool) -> State:
@@ -238,7 +254,7 @@ async def _run_async_attempts(
     txn: Transaction | None,
     plan: Plan | None,
 ) -> Any:
-    attempt = _Attempt(task, record, runtime, flow_ctx)
+    attempt = _Attempt(task, record, runtime, flow_ctx, args, kwargs)
     attempt.txn, attempt.plan = txn, plan
     try:
         while True:
@@ -454,7 +470,7 @@ def _run_attempts(
     txn: Transaction | None,
     plan: Plan | None,
 ) -> Any:
-    attempt = _Attempt(task, record, runtime, flow_ctx)
+    attempt = _Attempt(task, record, runtime, flow_ctx, args, kwargs)
     attempt.txn, attempt.plan = txn, plan
     try:
         while True:

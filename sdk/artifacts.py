@@ -12,7 +12,9 @@
         update_progress_artifact(progress, 50)
         create_markdown_artifact("# All good", key="nightly-report")
 
-Every ``create_*`` function returns the new artifact's id. Inside a flow or a task, the
+Every ``create_*`` function returns the new artifact's id. Prefect's classes do the same:
+``MarkdownArtifact(markdown="# All good", key="nightly-report").create()`` (or ``await
+….acreate()``) is ``create_markdown_artifact("# All good", key="nightly-report")``. Inside a flow or a task, the
 artifact is linked to the flow run and the task run; outside any run it stands alone. With a
 ``key`` (lowercase letters, digits and dashes) it becomes that key's next version. Every call
 is a synchronous write: once it returns, ``overcast artifact ls`` and the API show it, while the
@@ -26,6 +28,7 @@ import base64
 import math
 import os
 import uuid
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +56,11 @@ Table = list[dict[str, Any]] | dict[str, list[Any]] | list[list[Any]]
 
 __all__ = [
     "Artifact",
+    "ImageArtifact",
+    "LinkArtifact",
+    "MarkdownArtifact",
+    "ProgressArtifact",
+    "TableArtifact",
     "acreate_image_artifact",
     "acreate_link_artifact",
     "acreate_markdown_artifact",
@@ -276,6 +284,87 @@ async def acreate_image_artifact(
     return await asyncio.to_thread(
         create_image_artifact, image, key, description, image_url=image_url, content_type=content_type
     )
+
+
+# -- as classes -------------------------------------------------------------------------------------
+
+
+class _NewArtifact:
+    """An artifact to publish: its fields are the matching ``create_*`` function's arguments."""
+
+    def create(self) -> uuid.UUID:
+        """Publish it (see the matching ``create_*`` function) and return its id."""
+        raise NotImplementedError
+
+    async def acreate(self) -> uuid.UUID:
+        """``create`` for async code (the write runs on a worker thread)."""
+        return await asyncio.to_thread(self.create)
+
+
+@dataclass
+class MarkdownArtifact(_NewArtifact):
+    """A markdown report; ``create()`` is ``create_markdown_artifact``."""
+
+    markdown: str
+    key: str | None = None
+    description: str | None = None
+
+    def create(self) -> uuid.UUID:
+        return create_markdown_artifact(self.markdown, self.key, self.description)
+
+
+@dataclass
+class TableArtifact(_NewArtifact):
+    """A table; ``create()`` is ``create_table_artifact``."""
+
+    table: Table
+    key: str | None = None
+    description: str | None = None
+
+    def create(self) -> uuid.UUID:
+        return create_table_artifact(self.table, self.key, self.description)
+
+
+@dataclass
+class LinkArtifact(_NewArtifact):
+    """A link; ``create()`` is ``create_link_artifact``."""
+
+    link: str
+    link_text: str | None = None
+    key: str | None = None
+    description: str | None = None
+
+    def create(self) -> uuid.UUID:
+        return create_link_artifact(self.link, self.link_text, self.key, self.description)
+
+
+@dataclass
+class ProgressArtifact(_NewArtifact):
+    """A progress bar; ``create()`` is ``create_progress_artifact`` (move it with ``update_progress_artifact``)."""
+
+    progress: float
+    key: str | None = None
+    description: str | None = None
+
+    def create(self) -> uuid.UUID:
+        return create_progress_artifact(self.progress, self.key, self.description)
+
+
+@dataclass
+class ImageArtifact(_NewArtifact):
+    """An image, its bytes or a link to it; ``create()`` is ``create_image_artifact``."""
+
+    image: bytes | str | os.PathLike[str] | None = None
+    key: str | None = None
+    description: str | None = None
+    _: KW_ONLY
+    image_url: str | None = None
+    content_type: str | None = None
+
+    def create(self) -> uuid.UUID:
+        return create_image_artifact(
+            self.image, self.key, self.description, image_url=self.image_url, content_type=self.content_type
+        )
 
 
 # -- reading ----------------------------------------------------------------------------------------

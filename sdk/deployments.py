@@ -18,7 +18,8 @@ import contextlib
 import inspect
 import time
 import uuid
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from overcast.core.errors import OvercastError
 if TYPE_CHECKING:
     from overcast.core.models import FlowRun
     from overcast.flows import Flow
+    from overcast.schedules import ScheduleLike
 
 DEFAULT_POLL_S = 0.5
 
@@ -43,10 +45,10 @@ def deploy(
     work_queue_name: str | None = None,
     parameters: dict[str, Any] | None = None,
     cron: str | None = None,
-    interval: float | None = None,
+    interval: float | timedelta | None = None,
     rrule: str | None = None,
     timezone: str | None = None,
-    schedules: list[Any] | None = None,
+    schedules: Sequence[ScheduleLike] | None = None,
     paused: bool = False,
     tags: list[str] | None = None,
     description: str | None = None,
@@ -66,8 +68,11 @@ def deploy(
         work_pool_name: the pool whose runners execute its runs.
         work_queue_name: the pool's queue (default: ``default``).
         parameters: default parameters, checked against the flow's signature.
-        cron, interval, rrule: one schedule (``timezone`` applies to it); or ``schedules``,
-            a list of ``CronSchedule``/``IntervalSchedule``/``RRuleSchedule`` (or dicts).
+        cron, interval, rrule: a schedule each (``timezone`` applies to them), added to
+            ``schedules``.
+        schedules: ``Cron``/``Interval``/``RRule`` from ``overcast.schedules`` (with their own
+            ``parameters``, ``active`` …), or bare ``CronSchedule``/``IntervalSchedule``/
+            ``RRuleSchedule``s, or dicts of either (see ``overcast.schedules.ScheduleLike``).
         paused: create it paused (no scheduled runs).
         tags, description, version: shown with it and its runs.
         concurrency_limit: the most runs at once; ``collision_strategy`` ENQUEUE (wait) or
@@ -91,15 +96,20 @@ def deploy(
     from overcast.core.deployments import (
         ConcurrencyOptions,
         DeploymentCreate,
-        DeploymentScheduleCreate,
         deployment_id_for,
     )
     from overcast.core.models import RetryPolicy
+    from overcast.schedules import deployment_schedule
 
-    wanted: list[Any] = list(schedules or [])
+    full_name = f"{flow.name}/{name}"
+    wanted = [
+        deployment_schedule(s, f"schedule {number} of deployment {full_name!r}")
+        for number, s in enumerate(schedules or [], start=1)
+    ]
     for kind, value in (("cron", cron), ("interval", interval), ("rrule", rrule)):
         if value is not None:
-            wanted.append({kind: value, **({"timezone": timezone} if timezone else {})})
+            shortcut = {kind: value, **({"timezone": timezone} if timezone else {})}
+            wanted.append(deployment_schedule(shortcut, f"the {kind}= schedule of deployment {full_name!r}"))
     defaults = flow.validated_parameters((), parameters or {}) if parameters else {}
     # the triggers are checked (and their templates parsed) before anything is saved
     deployment_automations(deployment_id_for(flow.name, name), name, triggers or [])
@@ -119,7 +129,7 @@ def deploy(
         work_pool_name=work_pool_name,
         work_queue_name=work_queue_name,
         job_variables=job_variables or {},
-        schedules=[DeploymentScheduleCreate.model_validate({"schedule": s}) for s in wanted],
+        schedules=wanted,
         paused=paused,
         concurrency_limit=concurrency_limit,
         concurrency_options=ConcurrencyOptions.model_validate({"collision_strategy": collision_strategy}),

@@ -26,6 +26,8 @@ def test_all_is_pinned() -> None:
         "get_run_context",
         "get_run_logger",
         "quote",
+        "runtime",
+        "tags",
         "task",
         "unmapped",
         "update_progress_artifact",
