@@ -31,8 +31,8 @@ from overcast.flows import load_flow_from_entrypoint
 
 logger = logging.getLogger("overcast.runner")
 
-Outcome = Literal["completed", "failed", "skipped", "retry"]
-"""What became of one message: the run ended (``completed``/``failed``), there was nothing to
+Outcome = Literal["completed", "failed", "cancelled", "skipped", "retry"]
+"""What became of one message: the run ended (``completed``/``failed``/``cancelled``), there was nothing to
 do (``skipped``: claimed elsewhere, over, unknown, or unreadable with no hope of a retry), or
 the message should come again (``retry``)."""
 
@@ -114,4 +114,6 @@ def _run_one(request: RunRequest) -> Outcome:
     except BaseException:
         logger.exception("flow run %s crashed in the runner", run_id)
         raise
-    return "completed" if state.is_completed() else "failed"
+    if state.is_completed():
+        return "completed"
+    return "cancelled" if state.is_cancelled() else "failed"

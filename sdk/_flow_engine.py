@@ -5,11 +5,19 @@ another runner claimed is aborted here); its task runs' bookkeeping goes through
 and is flushed before the run's final state is proposed. Retries are the control plane's
 decision: a failure with retries left comes back as AwaitingRetry, and the engine runs the
 flow again in this process after the delay.
+
+While a top-level flow run runs, a thread of this process heartbeats it and, every
+``CANCEL_CHECK_S``, reads its state: once it is CANCELLING the flow's code is interrupted (an
+exception in its thread, or its asyncio task cancelled), the task runs not started are
+dropped, the run ends Cancelled (its on_cancellation hooks run) and the call raises
+``FlowRunCancelledError``. Subflows run in their parent's thread and stop with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -20,29 +28,52 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_jsonable_python
 
+from overcast._heartbeats import _heartbeats
 from overcast._records import TaskRunRecord
 from overcast._returns import DECIDING, decided, small_json, upstream_failure
 from overcast._runtime import Runtime, get_runtime
 from overcast._task_engine import UpstreamTaskError
-from overcast._timeout import RunTimeoutError, time_limit
+from overcast._timeout import AsyncInterrupter, FlowRunInterrupt, Interrupter, RunTimeoutError, time_limit
 from overcast.context import FlowRunContext, flow_run_context, merge_tags, tags_context, task_run_context
 from overcast.core.errors import OvercastError
 from overcast.core.models import FlowRun, RetryPolicy
-from overcast.core.orchestration import RUN_LEASE_S, Decision
+from overcast.core.orchestration import Decision
 from overcast.core.schemas import FlowRunCreate, InitialState, OrchestrationResult
 from overcast.core.states import Cancelled, Completed, Crashed, Failed, Running, State, StateType
 
 if TYPE_CHECKING:
-    from overcast.client import Client
     from overcast.flows import Flow
 
 logger = logging.getLogger("overcast.engine")
 
 MAX_WAITS = 100
+"""Seconds between reads of a running top-level flow run's state, to notice its cancellation."""
 
 
 class RunAbortedError(OvercastError):
     """Raised when the control plane tells this engine to stop working on a flow run (Prefect's ``Abort``)."""
+
+
+class FlowRunCancelledError(RunAbortedError):
+    """Raised by a flow call whose run was cancelled (CANCELLING) before or while it ran.
+
+    The engine stopped the flow's code and ended the run Cancelled (its on_cancellation hooks
+    ran); with ``return_state=True`` the call returns that Cancelled state instead, and its
+    ``result()`` raises this error.
+
+    Attributes:
+        flow_run_id: the cancelled run.
+    """
+
+    def __init__(self, flow_run_id: uuid.UUID, message: str | None = None) -> None:
+        self.flow_run_id = flow_run_id
+        super().__init__(message or f"flow run {flow_run_id} was cancelled")
+
+
+# The interrupter of the top-level run in progress: its subflows stop when it does.
+_stopping: contextvars.ContextVar[Interrupter | AsyncInterrupter | None] = contextvars.ContextVar(
+    "overcast_stopping", default=None
+)
 
 
 class _Run:
@@ -59,6 +90,10 @@ class _Run:
         self.client = self.runtime.client
         self.tracker: TaskRunRecord | None = None
         self.run: FlowRun
+        # Only a top-level run watches for its cancellation; a subflow stops with its parent.
+        self.stop: Interrupter | AsyncInterrupter | None = None
+        if self.parent is None:
+            self.stop = AsyncInterrupter() if flow.is_async else Interrupter(FlowRunInterrupt)
 
     def create(self, wait_for: Iterable[Any] | None = None) -> None:
         """Create the run (or take the existing one), after waiting for the runs in ``wait_for``.
@@ -118,6 +153,9 @@ class _Run:
             if answer.status is Decision.ABORT:
                 if answer.state.type is StateType.CANCELLING:
                     self._cancelled()
+                    raise FlowRunCancelledError(
+                        self.run.id, f"flow run {self.run.id} aborted: {answer.reason}"
+                    )
                 raise RunAbortedError(f"flow run {self.run.id} aborted: {answer.reason}")
             return answer
         raise RunAbortedError(f"flow run {self.run.id} kept being told to wait")
@@ -126,8 +164,8 @@ class _Run:
         answer = self.propose(Running())
         # the run as it now stands, for the run context (``overcast.runtime.flow_run.run_count``)
         self.run = self.run.model_copy(update={"state": answer.state, "run_count": self.run.run_count + 1})
-        if self.parent is None:  # a subflow's process is its parent's, vouched for by it
-            _heartbeats.add(self.run.id, self.client)
+        if self.stop is not None:  # a subflow's process is its parent's, vouched for by it
+            _heartbeats.add(self.run.id, self.client, self.stop.interrupt)
         self.flow.run_hooks(self.flow.on_running_hooks, self.run, self.client)
         if self.tracker is not None:
             self.tracker.run_count += 1
@@ -210,6 +248,38 @@ class _Run:
         store = store_for(flow.result_storage, flow.result_serializer, self.runtime.settings.blobs_url)
         return dict(store.persist(f"flow-runs/{self.run.id}", value))
 
+    def interrupted(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is this run's code being stopped because it (or its parent) was cancelled."""
+        if self.stop is not None:
+            return self.stop.interrupted
+        root = _stopping.get()
+        return (
+            root is not None
+            and root.interrupted
+            and isinstance(exc, FlowRunInterrupt | asyncio.CancelledError)
+        )
+
+    def cancelled(self, runner: Any, exc: BaseException, return_state: bool) -> State:
+        """End a run whose code was stopped (``exc``): drop its task runs not started, end it Cancelled.
+
+        Returns:
+            The Cancelled state, when ``return_state`` (and this run is the one cancelled).
+
+        Raises:
+            FlowRunCancelledError: this run was cancelled, and ``return_state`` is false.
+            BaseException: ``exc`` again, for a subflow: its parent was cancelled, and stops too.
+        """
+        cancel_all = getattr(runner, "cancel_all", None)  # a task runner of the user's may lack it
+        if cancel_all is not None:
+            cancel_all()
+        self._cancelled()
+        if self.stop is None:
+            raise exc
+        error = FlowRunCancelledError(self.run.id)
+        if return_state:
+            return _cancelled_state(self, error)
+        raise error from exc
+
     def _cancelled(self) -> None:
         # Cancellation was asked for while this engine ran the flow: it stopped, so it ends it.
         self.runtime.reporter.flush()
@@ -223,6 +293,7 @@ class _Run:
             self.runtime.reporter.task_run(self.tracker)
 
 
+_UNWATCHED = contextlib.nullcontext()
 _existing_lock = threading.Lock()
 _existing_claimed = False
 
@@ -238,46 +309,6 @@ def _claim_existing_run(runtime: Runtime) -> uuid.UUID | None:
             return None
         _existing_claimed = True
     return run_id
-
-
-class _Heartbeats:
-    """One thread per process vouching for the top-level flow runs it is running.
-
-    The first heartbeat goes a third of a lease after a run starts, so a short run writes
-    none (the reaper judges a run without one by its start time); then one every third of a
-    lease while the run goes on.
-    """
-
-    def __init__(self, lease_s: float = RUN_LEASE_S) -> None:
-        self.lease_s = lease_s
-        self._runs: dict[uuid.UUID, Client] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add(self, run_id: uuid.UUID, client: Client) -> None:
-        with self._lock:
-            self._runs[run_id] = client
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="overcast-heartbeat", daemon=True)
-                self._thread.start()
-
-    def discard(self, run_id: uuid.UUID) -> None:
-        with self._lock:
-            self._runs.pop(run_id, None)
-
-    def _run(self) -> None:
-        while not self._wake.wait(self.lease_s / 3):
-            with self._lock:
-                runs = list(self._runs.items())
-            for run_id, client in runs:
-                try:
-                    client.heartbeat_flow_run(run_id, self.lease_s)
-                except Exception:  # the next beat tries again; the lease covers two misses
-                    logger.warning("could not heartbeat flow run %s", run_id, exc_info=True)
-
-
-_heartbeats = _Heartbeats()
 
 
 def execute_flow_run(flow: Flow[..., Any], flow_run: FlowRun, *, return_state: bool = False) -> Any:
@@ -311,16 +342,22 @@ def run_flow(
     life = _Run(flow, parameters, existing)
     life.create(wait_for)
     call = _caller(flow, parameters, args, kwargs)
+    stopping = _stopping.set(life.stop) if life.stop is not None else None
     try:
         while True:
             life.start()
             with flow.task_runner.duplicate() as runner:
                 token = flow_run_context.set(life.context(runner))
                 try:
-                    with time_limit(flow.timeout_seconds, f"flow run {life.run.name!r}"):
+                    with (
+                        time_limit(flow.timeout_seconds, f"flow run {life.run.name!r}"),
+                        life.stop or _UNWATCHED,
+                    ):
                         result = call()
                 except BaseException as exc:
                     flow_run_context.reset(token)
+                    if life.interrupted(exc):
+                        return life.cancelled(runner, exc, return_state)
                     delay = life.failed(exc)
                     if delay is None:
                         if return_state and isinstance(exc, Exception):
@@ -334,8 +371,14 @@ def run_flow(
                 time.sleep(_retry_pause(state))
                 continue
             return state if return_state else state.result()
+    except FlowRunCancelledError as exc:  # found CANCELLING at a proposal: it ended Cancelled
+        if return_state and exc.flow_run_id == life.run.id:
+            return _cancelled_state(life, exc)
+        raise
     finally:
         _heartbeats.discard(life.run.id)
+        if stopping is not None:
+            _stopping.reset(stopping)
 
 
 async def run_flow_async(
@@ -356,6 +399,7 @@ async def run_flow_async(
     life = _Run(flow, parameters, existing)
     life.create(wait_for)
     call: Callable[[], Awaitable[Any]] = _caller(flow, parameters, args, kwargs)
+    stopping = _stopping.set(life.stop) if life.stop is not None else None
     try:
         while True:
             life.start()
@@ -363,9 +407,12 @@ async def run_flow_async(
                 token = flow_run_context.set(life.context(runner))
                 try:
                     async with asyncio.timeout(flow.timeout_seconds):
-                        result = await call()
+                        with life.stop or _UNWATCHED:
+                            result = await call()
                 except BaseException as exc:
                     flow_run_context.reset(token)
+                    if life.interrupted(exc):
+                        return life.cancelled(runner, exc, return_state)
                     if isinstance(exc, TimeoutError) and flow.timeout_seconds is not None:
                         exc = RunTimeoutError(
                             f"flow run {life.run.name!r} exceeded its timeout of {flow.timeout_seconds:g} seconds"
@@ -383,8 +430,14 @@ async def run_flow_async(
                 await asyncio.sleep(_retry_pause(state))
                 continue
             return state if return_state else state.result()
+    except FlowRunCancelledError as exc:  # found CANCELLING at a proposal: it ended Cancelled
+        if return_state and exc.flow_run_id == life.run.id:
+            return _cancelled_state(life, exc)
+        raise
     finally:
         _heartbeats.discard(life.run.id)
+        if stopping is not None:
+            _stopping.reset(stopping)
 
 
 def _caller(
@@ -399,6 +452,12 @@ def _retry_pause(state: State) -> float:
     """The seconds until an AwaitingRetry state's scheduled time."""
     start = state.details.scheduled_time or datetime.now(UTC)
     return max(0.0, (start - datetime.now(UTC)).total_seconds())
+
+
+def _cancelled_state(life: _Run, exc: FlowRunCancelledError) -> State:
+    state = life.client.read_flow_run(life.run.id).state
+    state.attach(exception=exc)
+    return state
 
 
 def _failed_state(life: _Run, exc: Exception) -> State:

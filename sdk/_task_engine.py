@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from overcast._records import TaskRunRecord
 from overcast._runtime import Runtime, get_runtime
-from overcast._timeout import RunTimeoutError, time_limit
+from overcast._timeout import FlowRunInterrupt, RunTimeoutError, time_limit
 from overcast.context import (
     FlowRunContext,
     TaskRunContext,
@@ -169,6 +169,10 @@ class _Attempt:
         """Record a failed attempt; return the pause before the next one, or ``None``: no retry."""
         record = self.record
         message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, FlowRunInterrupt | asyncio.CancelledError):  # its flow run was cancelled
+            record.add("CANCELLED", "Cancelled", message="its flow run was cancelled")
+            self.reporter.task_run(record)
+            return None
         if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: the run crashed
             record.add("CRASHED", "Crashed", message=message)
             self.reporter.task_run(record)

@@ -1,7 +1,9 @@
 """Where ``submit`` and ``map`` run task runs: threads of this process, or worker processes.
 
 A task runner is used by one flow run at a time (each run gets a ``duplicate()``), started
-when the flow starts and shut down, after waiting for its task runs, when it ends.
+when the flow starts and shut down, after waiting for its task runs, when it ends. When the
+flow run is cancelled, ``cancel_all`` drops its task runs not started yet, and the shutdown
+does not wait for those still running (they are abandoned).
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ class TaskRunner:
         """Run ``run`` and return its future."""
         raise NotImplementedError
 
+    def cancel_all(self) -> None:
+        """Cancel the task runs not started yet; the runner's exit then does not wait for the others.
+
+        The engine calls it when the flow run is cancelled. The base runner has nothing to cancel.
+        """
+
 
 class ThreadPoolTaskRunner(TaskRunner):
     """Runs task runs on threads of this process (the default).
@@ -59,6 +67,12 @@ class ThreadPoolTaskRunner(TaskRunner):
     def __exit__(self, *exc: object) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def cancel_all(self) -> None:
+        """Cancel the task runs waiting for a thread; leave those running to finish on their own."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
     def submit(self, run: SubmittedRun) -> Future[Any]:
@@ -111,6 +125,14 @@ class ProcessPoolTaskRunner(TaskRunner):
             self._dispatch.shutdown(wait=True)
         if self._processes is not None:
             self._processes.shutdown(wait=True)
+        self._dispatch = self._processes = None
+
+    def cancel_all(self) -> None:
+        """Cancel the task runs not sent to a worker yet; leave those running to finish on their own."""
+        if self._dispatch is not None:
+            self._dispatch.shutdown(wait=False, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=False, cancel_futures=True)
         self._dispatch = self._processes = None
 
     def submit(self, run: SubmittedRun) -> Future[Any]:
@@ -186,6 +208,12 @@ class DaskTaskRunner(TaskRunner):
         if self._cluster is not None:
             self._cluster.close()
         self._dispatch = self._client = self._cluster = None
+
+    def cancel_all(self) -> None:
+        """Cancel the task runs not sent to the cluster yet; the exit closes the client (and a temporary cluster)."""
+        if self._dispatch is not None:
+            self._dispatch.shutdown(wait=False, cancel_futures=True)
+            self._dispatch = None
 
     def submit(self, run: SubmittedRun) -> Future[Any]:
         """Send the task run to the cluster; return its future at once."""
