@@ -44,6 +44,8 @@ trigger bucket      ``AUTO#<id>``                ``BUCKET#<path>#<key hash>``   
 child firings       ``AUTO#<id>``                ``CHILDREN#<path>``
 firing              ``AUTO#<id>``                ``FIRING#<firing id>``          gsi1 ``AUTOFIRINGS#<id>`` /
                                                                                  ``<occurred>#<firing id>``; (ttl)
+concurrency limit   ``LIMIT#<name>``             ``META``                        gsi2 ``LIMITS#<s>`` / name
+concurrency lease   ``LIMITLEASE#<id>``          ``META``                        (ttl: an hour past the lease)
 ==================  ===========================  ==============================  =========================
 
 A flow run's states are items of the run's own partition, so its history is one query. Task runs
@@ -97,11 +99,19 @@ process caches the enabled automations and reads this one item per batch of even
 whether its cache is current. Automations are listed in creation order through gsi2 and per
 owner resource (a deployment's triggers) through gsi1.
 
+A global concurrency limit is one item keyed by its name: its settings, the leases holding its
+slots (lease id -> slots and the lease's end) and, for a rate limit, its decaying occupancy. An
+acquisition reads the items of the limits it names and writes them all back in one transaction
+under their versions, with a lease item that records which limits the lease holds slots in (what
+a release or a renewal reads first). Every acquirer of a limit writes its one item: a limit is
+a hot item by nature, good for the ~1,000 writes/s of one DynamoDB partition (and fewer when
+its item is large); limits are listed by name through gsi2.
+
 Hot partitions: a DynamoDB partition takes ~1,000 writes/s, so the partitions every run of a
 kind shares (``RUNSTATE#…``, ``RUNS#…``, ``FLOWS#…``, ``ARTS#…``, ``VARS#…``, ``POOLS#…``,
-``EVTS#…``, ``DEPLOYS#…``, ``DUE#…``, ``POOLRUNS#…``, ``AUTOS#…``, ``AUTODUE#…``) carry a shard
-suffix ``<s>``. The shard count is a parameter of these functions; it is 1 today, and readers
-query every shard.
+``EVTS#…``, ``DEPLOYS#…``, ``DUE#…``, ``POOLRUNS#…``, ``AUTOS#…``, ``AUTODUE#…``,
+``LIMITS#…``) carry a shard suffix ``<s>``. The shard count is a parameter of these functions;
+it is 1 today, and readers query every shard.
 """
 
 from __future__ import annotations
@@ -505,3 +515,21 @@ def automations_due(shard: int = 0) -> str:
 def automation_due_sort(end: datetime, automation_id: uuid.UUID, path: str, key_hash: str) -> str:
     """A proactive bucket's sort key in ``automations_due``: its window's end, then its key."""
     return f"{ts(end)}#{automation_id}#{path}#{key_hash}"
+
+
+# -- global concurrency limits -----------------------------------------------------------------
+
+
+def concurrency_limit(name: str) -> tuple[str, str]:
+    """The concurrency limit's item: its settings and the leases holding its slots."""
+    return f"LIMIT#{name}", META
+
+
+def concurrency_limits_index(shard: int = 0) -> str:
+    """gsi2 partition listing concurrency limits by name."""
+    return f"LIMITS#{shard}"
+
+
+def concurrency_lease(lease_id: uuid.UUID) -> tuple[str, str]:
+    """A lease on concurrency slots: the limits it holds slots in, and when it ends (ttl)."""
+    return f"LIMITLEASE#{lease_id}", META

@@ -18,6 +18,15 @@ from overcast.core.states import register_result_loader
 
 if TYPE_CHECKING:
     from overcast.core.automations import Automation, AutomationCreate, AutomationUpdate, FiringRecord
+    from overcast.core.concurrency import (
+        ConcurrencyLease,
+        ConcurrencyLimit,
+        ConcurrencyLimitCreate,
+        ConcurrencyLimitFilter,
+        ConcurrencyLimitUpdate,
+        SlotAcquisition,
+        SlotRequest,
+    )
     from overcast.core.deployments import (
         Deployment,
         DeploymentCreate,
@@ -383,6 +392,45 @@ class Client(Protocol):
         """An automation's firings with their actions' outcomes, newest first. Raises ``NotFoundError``."""
         ...
 
+    # -- global concurrency limits ----------------------------------------------------------------
+
+    def create_concurrency_limit(self, request: ConcurrencyLimitCreate) -> ConcurrencyLimit:
+        """Create a concurrency limit. Raises ``ConcurrencyLimitExistsError``."""
+        ...
+
+    def read_concurrency_limit(self, name: str) -> ConcurrencyLimit:
+        """Read a limit with its occupancy. Raises ``NotFoundError``."""
+        ...
+
+    def filter_concurrency_limits(self, query: ConcurrencyLimitFilter) -> Page[ConcurrencyLimit]:
+        """List limits by name."""
+        ...
+
+    def update_concurrency_limit(self, name: str, update: ConcurrencyLimitUpdate) -> ConcurrencyLimit:
+        """Change the settings ``update`` sets. Raises ``NotFoundError``."""
+        ...
+
+    def delete_concurrency_limit(self, name: str) -> bool:
+        """Delete a limit; return whether there was one."""
+        ...
+
+    def acquire_concurrency_slots(self, request: SlotRequest) -> SlotAcquisition:
+        """Take slots in every limit named, all or none, or be told to WAIT (never waits).
+
+        Raises:
+            NotFoundError: ``request.strict`` and a limit named does not exist.
+            NotARateLimitError: rate-limit mode on a limit without slot decay.
+        """
+        ...
+
+    def release_concurrency_slots(self, lease_id: uuid.UUID) -> bool:
+        """Give back a lease's slots; return whether there was such a lease."""
+        ...
+
+    def renew_concurrency_lease(self, lease_id: uuid.UUID) -> ConcurrencyLease:
+        """Extend a lease by its own length. Raises ``NotFoundError`` once it is lost."""
+        ...
+
 
 class DirectClient:
     """The control plane's services, called in this process.
@@ -711,6 +759,40 @@ class DirectClient:
     def read_automation_firings(self, automation_id: uuid.UUID, *, limit: int = 50) -> list[FiringRecord]:
         """An automation's firings with their actions' outcomes, newest first. Raises ``NotFoundError``."""
         return self.plane.automations.firings(automation_id, limit=limit)
+
+    # -- global concurrency limits ----------------------------------------------------------------
+
+    def create_concurrency_limit(self, request: ConcurrencyLimitCreate) -> ConcurrencyLimit:
+        """Create a concurrency limit. Raises ``ConcurrencyLimitExistsError``."""
+        return self.plane.concurrency_limits.create(request)
+
+    def read_concurrency_limit(self, name: str) -> ConcurrencyLimit:
+        """Read a limit with its occupancy. Raises ``NotFoundError``."""
+        return self.plane.concurrency_limits.get(name)
+
+    def filter_concurrency_limits(self, query: ConcurrencyLimitFilter) -> Page[ConcurrencyLimit]:
+        """List limits by name."""
+        return self.plane.concurrency_limits.filter(query)
+
+    def update_concurrency_limit(self, name: str, update: ConcurrencyLimitUpdate) -> ConcurrencyLimit:
+        """Change the settings ``update`` sets. Raises ``NotFoundError``."""
+        return self.plane.concurrency_limits.update(name, update)
+
+    def delete_concurrency_limit(self, name: str) -> bool:
+        """Delete a limit; return whether there was one."""
+        return self.plane.concurrency_limits.delete(name)
+
+    def acquire_concurrency_slots(self, request: SlotRequest) -> SlotAcquisition:
+        """Take slots in every limit named, all or none, or be told to WAIT (never waits)."""
+        return self.plane.concurrency_limits.acquire(request)
+
+    def release_concurrency_slots(self, lease_id: uuid.UUID) -> bool:
+        """Give back a lease's slots; return whether there was such a lease."""
+        return self.plane.concurrency_limits.release(lease_id)
+
+    def renew_concurrency_lease(self, lease_id: uuid.UUID) -> ConcurrencyLease:
+        """Extend a lease by its own length. Raises ``NotFoundError`` once it is lost."""
+        return self.plane.concurrency_limits.renew(lease_id)
 
 
 def _blobs_from_settings() -> BlobStore:

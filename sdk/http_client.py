@@ -19,6 +19,18 @@ import httpx2
 
 from overcast.client import warn_rejected
 from overcast.core.automations import Automation, AutomationCreate, AutomationUpdate, FiringRecord
+from overcast.core.concurrency import (
+    ConcurrencyLease,
+    ConcurrencyLimit,
+    ConcurrencyLimitCreate,
+    ConcurrencyLimitExistsError,
+    ConcurrencyLimitFilter,
+    ConcurrencyLimitUpdate,
+    NotARateLimitError,
+    SlotAcquisition,
+    SlotRequest,
+    limit_name,
+)
 from overcast.core.deployments import (
     Deployment,
     DeploymentCreate,
@@ -534,6 +546,64 @@ class HttpClient:
         answer = self._call("GET", f"/automations/{automation_id}/firings?limit={int(limit)}")
         return [FiringRecord.model_validate(f) for f in answer]
 
+    # -- global concurrency limits ----------------------------------------------------------------
+    # Limit names are checked by the API (letters, digits, _ - : and .), and quoted into paths.
+
+    def create_concurrency_limit(self, request: ConcurrencyLimitCreate) -> ConcurrencyLimit:
+        """Create a concurrency limit. Raises ``ConcurrencyLimitExistsError``."""
+        try:
+            answer = self._call("POST", "/concurrency_limits", request.model_dump(mode="json"))
+        except ConditionFailedError:
+            raise ConcurrencyLimitExistsError(request.name) from None
+        return ConcurrencyLimit.model_validate(answer)
+
+    def read_concurrency_limit(self, name: str) -> ConcurrencyLimit:
+        """Read a limit with its occupancy. Raises ``NotFoundError``."""
+        return ConcurrencyLimit.model_validate(self._call("GET", _limit(name)))
+
+    def filter_concurrency_limits(self, query: ConcurrencyLimitFilter) -> Page[ConcurrencyLimit]:
+        """List limits by name."""
+        body = query.model_dump(mode="json", exclude_none=True)
+        return Page[ConcurrencyLimit].model_validate(self._call("POST", "/concurrency_limits/filter", body))
+
+    def update_concurrency_limit(self, name: str, update: ConcurrencyLimitUpdate) -> ConcurrencyLimit:
+        """Change the settings ``update`` sets. Raises ``NotFoundError``."""
+        body = update.model_dump(mode="json", exclude_none=True)
+        return ConcurrencyLimit.model_validate(self._call("PATCH", _limit(name), body))
+
+    def delete_concurrency_limit(self, name: str) -> bool:
+        """Delete a limit; return whether there was one."""
+        return self._delete(_limit(name))
+
+    def acquire_concurrency_slots(self, request: SlotRequest) -> SlotAcquisition:
+        """Take slots in every limit named, all or none, or be told to WAIT (never waits).
+
+        Raises:
+            NotFoundError: ``request.strict`` and a limit named does not exist.
+            NotARateLimitError: rate-limit mode on a limit without slot decay.
+        """
+        body = request.model_dump(mode="json", exclude_none=True)
+        try:
+            answer = self._call("POST", "/concurrency_limits/increment", body)
+        except NotFoundError as exc:
+            raise NotFoundError("concurrency limit", ", ".join(request.names), str(exc)) from None
+        except ConditionFailedError as exc:
+            raise NotARateLimitError(list(request.names), str(exc)) from None
+        return SlotAcquisition.model_validate(answer)
+
+    def release_concurrency_slots(self, lease_id: uuid.UUID) -> bool:
+        """Give back a lease's slots; return whether there was such a lease."""
+        answer = self._call("POST", "/concurrency_limits/decrement", {"lease_id": str(lease_id)})
+        return bool(answer["released"])
+
+    def renew_concurrency_lease(self, lease_id: uuid.UUID) -> ConcurrencyLease:
+        """Extend a lease by its own length. Raises ``NotFoundError`` once it is lost."""
+        try:
+            answer = self._call("POST", f"/concurrency_limits/leases/{lease_id}/renew")
+        except NotFoundError as exc:
+            raise NotFoundError("concurrency lease", str(lease_id), str(exc)) from None
+        return ConcurrencyLease.model_validate(answer)
+
     def _delete(self, path: str) -> bool:
         try:
             self._call("DELETE", path)
@@ -564,6 +634,10 @@ def _pool(name: str) -> str:
 
 def _queue(pool: str, name: str) -> str:
     return f"/work_pools/{_segment(pool)}/queues/{_segment(name)}"
+
+
+def _limit(name: str) -> str:
+    return f"/concurrency_limits/{_segment(limit_name(name))}"
 
 
 def _segment(text: str) -> str:

@@ -15,6 +15,7 @@ from overcast.core.ports import BlobStore, Invoker, KeyValueStore, Queue, Webhoo
 from overcast.core.services.actions import Actions
 from overcast.core.services.artifacts import Artifacts
 from overcast.core.services.automations import Automations
+from overcast.core.services.concurrency import ConcurrencyLimits
 from overcast.core.services.deployments import Deployments
 from overcast.core.services.dispatch import Dispatcher
 from overcast.core.services.events import Events
@@ -36,6 +37,7 @@ __all__ = [
     "Artifacts",
     "Automations",
     "CommitResult",
+    "ConcurrencyLimits",
     "ControlPlane",
     "Deployments",
     "Events",
@@ -111,6 +113,7 @@ class ControlPlane:
         self.records = Records(store, self.locks, clock=clock)
         self.artifacts = Artifacts(store, self.flow_runs, blobs=self._blobs, clock=clock)
         self.variables = Variables(store, clock=clock)
+        self.concurrency_limits = ConcurrencyLimits(store, clock=clock)
         self.deployments = Deployments(store, self.flows, self.flow_runs, events=self.events, clock=clock)
         self.scheduler = Scheduler(store, self.deployments, self.flow_runs, clock=clock)
         self.work_pools = WorkPools(store, self.events, self.flow_runs, clock=clock)

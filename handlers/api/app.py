@@ -17,6 +17,7 @@ from overcast.handlers.api.auth import BearerAuth
 from overcast.handlers.api.routes import (
     artifacts,
     automations,
+    concurrency,
     deployments,
     events,
     flow_runs,
@@ -70,6 +71,7 @@ def create_app(
         transactions,
         artifacts,
         variables,
+        concurrency,
         work_pools,
         events,
         automations,

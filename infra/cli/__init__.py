@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "overcast.infra.cli.deployments",
     "overcast.infra.cli.artifacts",
     "overcast.infra.cli.variables",
+    "overcast.infra.cli.concurrency",
     "overcast.infra.cli.work_pools",
     "overcast.infra.cli.workers",
     "overcast.infra.cli.events",
