@@ -111,11 +111,7 @@ def concurrency(
     """
     client = _client()
     request = _request(names, occupy, "concurrency", lease_duration, strict, holder)
-    waiting = _Waiting(request, timeout_seconds)
-    answer = client.acquire_concurrency_slots(request)
-    while (delay := waiting.delay(answer)) is not None:
-        time.sleep(delay)
-        answer = client.acquire_concurrency_slots(request)
+    answer = _acquire(client, request, timeout_seconds)
     if answer.lease_id is None:
         yield
         return
@@ -143,11 +139,7 @@ async def aconcurrency(
     """
     client = _client()
     request = _request(names, occupy, "concurrency", lease_duration, strict, holder)
-    waiting = _Waiting(request, timeout_seconds)
-    answer = await asyncio.to_thread(client.acquire_concurrency_slots, request)
-    while (delay := waiting.delay(answer)) is not None:
-        await asyncio.sleep(delay)
-        answer = await asyncio.to_thread(client.acquire_concurrency_slots, request)
+    answer = await _aacquire(client, request, timeout_seconds)
     if answer.lease_id is None:
         yield
         return
@@ -186,11 +178,7 @@ def rate_limit(
     """
     client = _client()
     request = _request(names, occupy, "rate_limit", DEFAULT_LEASE_S, strict, holder)
-    waiting = _Waiting(request, timeout_seconds)
-    answer = client.acquire_concurrency_slots(request)
-    while (delay := waiting.delay(answer)) is not None:
-        time.sleep(delay)
-        answer = client.acquire_concurrency_slots(request)
+    _acquire(client, request, timeout_seconds)
 
 
 async def arate_limit(
@@ -203,14 +191,30 @@ async def arate_limit(
     """``rate_limit`` for async code: ``await arate_limit("openai-api")`` (arguments and errors alike)."""
     client = _client()
     request = _request(names, occupy, "rate_limit", DEFAULT_LEASE_S, strict, holder)
+    await _aacquire(client, request, timeout_seconds)
+
+
+# -- internals -------------------------------------------------------------------------------------
+
+
+def _acquire(client: Client, request: SlotRequest, timeout_seconds: float | None) -> SlotAcquisition:
+    """Ask for the slots until they are granted, waiting as the control plane suggests."""
+    waiting = _Waiting(request, timeout_seconds)
+    answer = client.acquire_concurrency_slots(request)
+    while (delay := waiting.delay(answer)) is not None:
+        time.sleep(delay)
+        answer = client.acquire_concurrency_slots(request)
+    return answer
+
+
+async def _aacquire(client: Client, request: SlotRequest, timeout_seconds: float | None) -> SlotAcquisition:
+    """``_acquire`` in an event loop: the client's calls run in a thread."""
     waiting = _Waiting(request, timeout_seconds)
     answer = await asyncio.to_thread(client.acquire_concurrency_slots, request)
     while (delay := waiting.delay(answer)) is not None:
         await asyncio.sleep(delay)
         answer = await asyncio.to_thread(client.acquire_concurrency_slots, request)
-
-
-# -- internals -------------------------------------------------------------------------------------
+    return answer
 
 
 class _Waiting:
