@@ -68,6 +68,26 @@ class TaskRunRecord:
         self.start_time: int | None = None
         self.end_time: int | None = None
 
+    @classmethod
+    def resume(
+        cls,
+        run_id: uuid.UUID,
+        task_key: str,
+        name: str,
+        flow_run_id: uuid.UUID | None,
+        dynamic_key: str,
+        tags: list[str],
+        *,
+        created_us: int,
+        states: list[list[Any]],
+    ) -> TaskRunRecord:
+        """The record of an existing task run (its id kept), its history so far ``states``."""
+        record = cls(task_key, name, flow_run_id, dynamic_key, tags)
+        record._int, record._id, record._text = run_id.int, run_id, None
+        record.created = created_us
+        record.states = states
+        return record
+
     def add(self, type_: str, name: str, message: str | None = None, data: Any = None) -> None:
         """Enter a state now."""
         states = self.states

@@ -14,6 +14,8 @@ does not run. Prefect's annotations change how an argument is passed on:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
@@ -212,3 +214,147 @@ def contains_future(value: Any) -> bool:
     if type(value) is dict:
         return any(contains_future(v) for v in value.values())
     return False
+
+
+class OvercastDistributedFuture(OvercastFuture[R]):
+    """The future of a background task run (``task.delay``), run by a task worker anywhere.
+
+    It holds only the task run's id: it reads the run from the control plane (first every
+    10 ms, backing off to once a second) until the run is over, then loads the result the
+    worker persisted. It pickles as its id, so it can be passed to another background task
+    (the worker resolves it there).
+
+    Args:
+        task_run_id: the task run's id.
+        client: the control plane to read it from (default: the process's).
+    """
+
+    def __init__(self, task_run_id: uuid.UUID, client: Any = None) -> None:
+        self._task_run_id = task_run_id
+        self._client = client
+        self._final: State | None = None  # the terminal state, once seen (it never changes)
+        self._loaded: tuple[Any, BaseException | None] | None = None
+        self._watcher: cf.Future[None] | None = None
+
+    @property
+    def task_run_id(self) -> uuid.UUID:
+        """The task run's id."""
+        return self._task_run_id
+
+    @property
+    def state(self) -> State:
+        """The task run's current state, read from the control plane (Scheduled until a worker takes it)."""
+        if self._final is not None:
+            return self._final
+        state = self._read().state
+        if state.is_final():
+            self._final = state
+        return state
+
+    def done(self) -> bool:
+        """Whether the task run is over (completed, failed, cancelled or crashed)."""
+        return self.state.is_final()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until the task run is over, or ``timeout`` seconds pass."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = _FIRST_POLL_S
+        while not self.done():
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                pause = min(pause, left)
+            time.sleep(pause)
+            pause = min(pause * 2, _LAST_POLL_S)
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
+        """Return the task's result, waiting for the run to end.
+
+        Args:
+            timeout: seconds to wait; ``TimeoutError`` when the run is not over by then.
+            raise_on_failure: raise the task's exception when the run failed (else return it).
+                The worker persists the exception; when it cannot be loaded here (its class
+                is not importable, say), a ``RunFailedError`` with the run's message stands in.
+
+        Raises:
+            TimeoutError: the run did not end within ``timeout`` seconds.
+            ResultNotFoundError: the persisted result is gone from its storage.
+        """
+        self.wait(timeout)
+        if not self.done():
+            raise TimeoutError(f"task run {self.task_run_id} did not finish within {timeout} seconds")
+        value, exception = self._outcome()
+        if exception is None:
+            return value  # type: ignore[no-any-return]
+        if raise_on_failure:
+            raise exception
+        return exception  # type: ignore[return-value]
+
+    def _outcome(self) -> tuple[Any, BaseException | None]:
+        """The finished run's result, or its exception, loaded once from what the worker persisted."""
+        if self._loaded is None:
+            from overcast.core.states import RunFailedError
+            from overcast.results import is_result_reference, load_result
+
+            state = self.state
+            reference = state.data if is_result_reference(state.data) else None
+            if state.is_completed():
+                self._loaded = (load_result(reference) if reference else state.data, None)
+            else:
+                exception = None
+                if reference:
+                    try:
+                        exception = load_result(reference)
+                    except Exception:  # its class is not importable here, or the blob is gone
+                        exception = None
+                if not isinstance(exception, BaseException):
+                    exception = RunFailedError(
+                        state.message or f"task run {self.task_run_id} is {state.name}"
+                    )
+                self._loaded = (None, exception)
+        return self._loaded
+
+    def add_done_callback(self, fn: Callable[[OvercastFuture[R]], None]) -> None:
+        """Call ``fn(self)`` once the task run is over (a background thread watches it)."""
+        self._future.add_done_callback(lambda _f: fn(self))
+
+    @property
+    def _future(self) -> cf.Future[None]:  # type: ignore[override]
+        # What ``wait`` and ``as_completed`` (this module's) wait on: a thread that polls.
+        if self._watcher is None:
+            watcher: cf.Future[None] = cf.Future()
+            self._watcher = watcher
+
+            def watch() -> None:
+                try:
+                    self.wait()
+                except BaseException as exc:
+                    watcher.set_exception(exc)
+                else:
+                    watcher.set_result(None)
+
+            threading.Thread(target=watch, name=f"overcast-watch-{self.task_run_id}", daemon=True).start()
+        return self._watcher
+
+    def _read(self) -> Any:
+        if self._client is None:
+            from overcast._runtime import get_runtime
+
+            self._client = get_runtime().client
+        return self._client.read_task_run(self._task_run_id)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled as its task run's id: the process that loads it reads the run from its own client."""
+        return {"task_run_id": self._task_run_id}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._task_run_id, self._client = state["task_run_id"], None
+        self._final, self._loaded, self._watcher = None, None, None
+
+    def __repr__(self) -> str:
+        return f"OvercastDistributedFuture(task_run_id={self.task_run_id})"
+
+
+_FIRST_POLL_S = 0.01
+_LAST_POLL_S = 1.0

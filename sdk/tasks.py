@@ -22,6 +22,7 @@ from overcast.futures import FutureList, OvercastFuture, allow_failure, quote, u
 if TYPE_CHECKING:
     from overcast._records import TaskRunRecord
     from overcast.core.states import State
+    from overcast.futures import OvercastDistributedFuture
 
 __all__ = [
     "Task",
@@ -259,6 +260,58 @@ class Task(HookedCallable, Generic[P, R]):
         if return_state:
             return [engine.final_state(f) for f in futures]
         return futures
+
+    # -- background runs (task workers) --------------------------------------------------------------
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> OvercastDistributedFuture[R]:
+        """Queue a run of the task for a task worker and return its future at once.
+
+        The task does not run here: its run is created Scheduled, its arguments are persisted
+        (pickled, so any picklable value goes), and a worker serving the task
+        (``overcast task-worker module:task``, ``task.serve()``) runs it, in any process that
+        shares this process's settings. ``future.result(timeout=…)`` waits for the run and
+        returns its result (or raises its exception). Works inside a flow too; the run is not
+        part of the flow run's graph.
+
+        Raises:
+            TypeError: a generator task, or arguments the function does not take.
+        """
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        wait_for: Iterable[OvercastDistributedFuture[Any]] | None = None,
+    ) -> OvercastDistributedFuture[R]:
+        """Queue a run of the task for a task worker (``delay`` with its arguments given whole).
+
+        Args:
+            args: the positional arguments.
+            kwargs: the keyword arguments.
+            wait_for: futures of background runs that must complete first; the worker holds
+                the run back until they are over, and fails it (``UpstreamTaskError``) if one
+                did not complete. Futures of background runs may be arguments too: the
+                worker passes their results.
+
+        Raises:
+            TypeError: a generator task, arguments the function does not take, or the future of
+                a run submitted in this process (``.submit()``) among the arguments.
+        """
+        from overcast._background import schedule
+
+        return schedule(self, tuple(args or ()), dict(kwargs or {}), wait_for)
+
+    def serve(self, *, limit: int = 10, timeout: float | None = None) -> None:
+        """Run this task's background runs in this process until Ctrl-C (``overcast.task_worker.serve``).
+
+        Args:
+            limit: the most runs at once.
+            timeout: stop after this many seconds (``None``: until interrupted).
+        """
+        from overcast.task_worker import serve
+
+        serve(self, limit=limit, timeout=timeout)
 
     # -- options and hooks ------------------------------------------------------------------------
 

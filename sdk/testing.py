@@ -75,7 +75,10 @@ def overcast_test_harness() -> Iterator[Harness]:
     # Results go to a named in-memory blob store: private to the block, found again by its URL.
     blobs_url = f"memory://harness-{uuid.uuid4().hex}"
     plane = ControlPlane(open_store("memory://"), blobs=open_blobs(blobs_url))
-    runtime = Runtime(DirectClient(plane), Settings(blobs=blobs_url))
+    # its own queue too: background runs (``task.delay()``) never reach the home's queue
+    runtime = Runtime(
+        DirectClient(plane), Settings(blobs=blobs_url, queue=f"memory://harness-{uuid.uuid4().hex}")
+    )
     with use_runtime(runtime):
         yield Harness(runtime, plane)
     runtime.close()

@@ -29,6 +29,7 @@ COMMANDS: tuple[str, ...] = (
     "overcast.infra.cli.concurrency",
     "overcast.infra.cli.work_pools",
     "overcast.infra.cli.workers",
+    "overcast.infra.cli.task_worker",
     "overcast.infra.cli.events",
     "overcast.infra.cli.automations",
 )
