@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,9 +31,32 @@ def connect(database: str, *, uri: bool = False, busy_timeout_s: float = 30.0) -
     )
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
     if not uri:
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn, busy_timeout_s)
         conn.execute("PRAGMA synchronous = NORMAL")
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
+    """Put the database in WAL mode (a property of the file: the first connection sets it).
+
+    Connections opening a new database at once (two processes, or threads) may all try to
+    switch it; the switch needs an exclusive lock, and SQLite answers one of two racing
+    switchers "database is locked" at once rather than through the busy handler. So the
+    switch is retried, with backoff, within the busy timeout; a database already in WAL mode is
+    left as it is.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    pause = 0.002
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)  # another connection is switching it: try again after it
+        pause = min(pause * 2, 0.1)
 
 
 @contextmanager
