@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING
 
+from overcast._renewer import Renewer
 from overcast.core.concurrency import (
     DEFAULT_LEASE_S,
     ConcurrencyLimitExistsError,
@@ -115,7 +116,7 @@ def concurrency(
     if answer.lease_id is None:
         yield
         return
-    renewer = _Renewer(client, answer.lease_id, lease_duration)
+    renewer = _renewer(client, answer.lease_id, lease_duration)
     try:
         yield
     finally:
@@ -143,7 +144,7 @@ async def aconcurrency(
     if answer.lease_id is None:
         yield
         return
-    renewer = _Renewer(client, answer.lease_id, lease_duration)
+    renewer = _renewer(client, answer.lease_id, lease_duration)
     try:
         yield
     finally:
@@ -258,32 +259,14 @@ class _Waiting:
         return pause
 
 
-class _Renewer:
-    """Renews a lease every third of its length until stopped (a daemon thread)."""
-
-    def __init__(self, client: Client, lease_id: uuid.UUID, lease_s: float) -> None:
-        self._client = client
-        self._lease_id = lease_id
-        self._every = lease_s / 3
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="overcast-concurrency-lease", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self._every):
-            try:
-                self._client.renew_concurrency_lease(self._lease_id)
-            except OvercastError:
-                logger.warning(
-                    "could not renew concurrency lease %s: its slots may go to others",
-                    self._lease_id,
-                    exc_info=True,
-                )
-                return
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join()
+def _renewer(client: Client, lease_id: uuid.UUID, lease_s: float) -> Renewer:
+    """Renew a concurrency lease every third of its length while the block runs."""
+    return Renewer(
+        lambda: client.renew_concurrency_lease(lease_id),
+        lease_s / 3,
+        f"concurrency lease {lease_id} (its slots may go to others)",
+        name="overcast-concurrency-lease",
+    )
 
 
 def _release(client: Client, lease_id: uuid.UUID) -> None:

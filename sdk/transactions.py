@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from overcast._options import call_hook
+from overcast._renewer import Renewer
 from overcast.core.errors import OvercastError
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ class Transaction:
         self._on_commit: list[Hook] = []
         self._on_rollback: list[Hook] = []
         self._lease: Lease | None = None
-        self._renewer: _Renewer | None = None
+        self._renewer: Renewer | None = None
         self._token: Any = None
 
     # -- what users call ------------------------------------------------------------------------
@@ -226,7 +227,13 @@ class Transaction:
             held = self._held_by_ancestor()
             if held is None:
                 self._lease = client.acquire_lock(self.key, _holder(), DEFAULT_LEASE_S, wait_s=None)
-                self._renewer = _Renewer(self._runtime, self._lease)
+                lease = self._lease
+                self._renewer = Renewer(
+                    lambda: client.renew_lock(lease),  # key, holder and token stay: only the expiry moves
+                    lease.lease_s / 3,
+                    f"the lock on {lease.key!r}",
+                    name="overcast-lease",
+                )
         if self.key is not None and not self.overwrite:
             records = self._runtime.records
             # SERIALIZABLE reads the store itself: the lock orders it after other processes' commits.
@@ -371,26 +378,3 @@ def _run_hook(hook: Hook, txn: Transaction, kind: str) -> None:
 def _holder() -> str:
     """Who asks for a lock: this process and thread, plus a random part (unique per transaction)."""
     return f"{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:12]}"
-
-
-class _Renewer:
-    """Renews a lease every third of its length until stopped (a daemon thread)."""
-
-    def __init__(self, runtime: Runtime, lease: Lease) -> None:
-        self._runtime = runtime
-        self._lease = lease
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="overcast-lease", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self._lease.lease_s / 3):
-            try:
-                self._lease = self._runtime.client.renew_lock(self._lease)
-            except OvercastError:
-                logger.warning("could not renew the lock on %r", self._lease.key, exc_info=True)
-                return
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join()
