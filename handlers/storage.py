@@ -87,13 +87,7 @@ def read_notification(message: Any) -> list[Event]:
     Raises:
         NotificationError: the message is malformed or comes from another source.
     """
-    if isinstance(message, str | bytes | bytearray):
-        try:
-            message = json.loads(message)
-        except ValueError as exc:
-            raise NotificationError(f"the message is not JSON: {exc}") from exc
-    if not isinstance(message, dict):
-        raise NotificationError(f"the message is not a JSON object but {type(message).__name__}")
+    message = _json_object(message, "the message")
     if message.get("Event") == "s3:TestEvent":
         logger.info("S3 test event for bucket %s: nothing to announce", message.get("Bucket"))
         return []
@@ -210,13 +204,7 @@ def gcs_event(attributes: Mapping[str, Any], data: Any) -> Event:
     event_id, source = attributes.get("id"), attributes.get("source")
     if not isinstance(event_id, str) or not event_id:
         raise NotificationError("the CloudEvent has no 'id'")
-    if isinstance(data, bytes | bytearray | str):
-        try:
-            data = json.loads(data)
-        except ValueError as exc:
-            raise NotificationError(f"the CloudEvent's data is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise NotificationError(f"the CloudEvent's data is not an object resource but {type(data).__name__}")
+    data = _json_object(data, "the CloudEvent's data")
     bucket = _text(data, "bucket", "data")
     object_name = _text(data, "name", "data")
     labels = {
@@ -400,3 +388,15 @@ def _path(where: str, field: str) -> str:
 def _json(value: Any) -> Any:
     """``value`` as plain JSON types (a CloudEvent's attributes may hold datetimes)."""
     return json.loads(json.dumps(value, default=str))
+
+
+def _json_object(value: Any, what: str) -> dict[str, Any]:
+    """``value`` as a JSON object: decoded when it is text, refused (naming ``what``) otherwise."""
+    if isinstance(value, str | bytes | bytearray):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise NotificationError(f"{what} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise NotificationError(f"{what} is not a JSON object but {type(value).__name__}")
+    return value
