@@ -90,3 +90,26 @@ def due_items(
             store, pk, index=index, sort_attr=f"{index}sk", high=keys.ts(now) + "#~", limit=limit
         )
         yield from items
+
+
+def list_by_name(
+    store: KeyValueStore,
+    pk: str,
+    *,
+    prefix: str | None,
+    cursor: str | None,
+    limit: int,
+    keep: Callable[[Item], bool] = lambda _item: True,
+) -> tuple[list[Item], str | None]:
+    """A page of a gsi2 partition sorted by name (``gsi2sk``), the names starting with ``prefix``."""
+    return list_partition(
+        store,
+        pk,
+        index="gsi2",
+        sort_attr="gsi2sk",
+        low=prefix,
+        high=prefix + "~" if prefix else None,  # "~" sorts after every character a name may hold
+        cursor=cursor,
+        limit=limit,
+        keep=keep,
+    )

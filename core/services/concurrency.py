@@ -64,7 +64,7 @@ from overcast.core.errors import (
 )
 from overcast.core.ports import Delete, Item, KeyValueStore, Operation, Put
 from overcast.core.schemas import Page
-from overcast.core.services._listing import list_partition
+from overcast.core.services._listing import list_by_name
 from overcast.core.states import utcnow
 
 MAX_ATTEMPTS = 25
@@ -233,14 +233,10 @@ class ConcurrencyLimits:
 
     def filter(self, query: ConcurrencyLimitFilter) -> Page[ConcurrencyLimit]:
         """List limits by name (see ``ConcurrencyLimitFilter``), each with its occupancy as of now."""
-        prefix = query.name_prefix
-        items, cursor = list_partition(
+        items, cursor = list_by_name(
             self._store,
             keys.concurrency_limits_index(),
-            index="gsi2",
-            sort_attr="gsi2sk",
-            low=prefix,
-            high=prefix + "~" if prefix else None,  # "~" sorts after every character a name may hold
+            prefix=query.name_prefix,
             cursor=query.cursor,
             limit=query.limit,
         )

@@ -19,7 +19,7 @@ from overcast.core.errors import ConditionFailedError, InvalidValueError, NotFou
 from overcast.core.models import VARIABLE_NAME_PATTERN, Variable
 from overcast.core.ports import Item, KeyValueStore
 from overcast.core.schemas import Page, VariableCreate, VariableFilter, VariableUpdate
-from overcast.core.services._listing import list_partition
+from overcast.core.services._listing import list_by_name
 from overcast.core.states import utcnow
 
 MAX_ATTEMPTS = 25
@@ -153,14 +153,10 @@ class Variables:
 
     def filter(self, query: VariableFilter) -> Page[Variable]:
         """List variables by name (see ``VariableFilter``)."""
-        prefix = query.name_prefix
-        items, cursor = list_partition(
+        items, cursor = list_by_name(
             self._store,
             keys.variables_index(),
-            index="gsi2",
-            sort_attr="gsi2sk",
-            low=prefix,
-            high=prefix + "~" if prefix else None,  # "~" sorts after every character a name may hold
+            prefix=query.name_prefix,
             cursor=query.cursor,
             limit=query.limit,
             keep=lambda item: not query.tags_all or set(query.tags_all) <= set(item["variable"]["tags"]),

@@ -34,7 +34,7 @@ from overcast.core.schemas import Page
 from overcast.core.services import _pool_items as pooled
 from overcast.core.services import _pool_runs
 from overcast.core.services import _pool_status as status
-from overcast.core.services._listing import list_partition
+from overcast.core.services._listing import list_by_name, list_partition
 from overcast.core.services._pool_items import Snapshot
 from overcast.core.services.events import Events
 from overcast.core.services.flow_runs import FlowRuns
@@ -188,15 +188,11 @@ class WorkPools:
 
     def filter_pools(self, query: WorkPoolFilter) -> Page[WorkPool]:
         """List pools by name (see ``WorkPoolFilter``), each with its status as of now."""
-        prefix = query.name_prefix
         types = {t.value for t in query.type} if query.type else None
-        items, cursor = list_partition(
+        items, cursor = list_by_name(
             self._store,
             keys.work_pools_index(),
-            index="gsi2",
-            sort_attr="gsi2sk",
-            low=prefix,
-            high=prefix + "~" if prefix else None,  # "~" sorts after every character a name may hold
+            prefix=query.name_prefix,
             cursor=query.cursor,
             limit=query.limit,
             keep=lambda item: types is None or item["pool"]["type"] in types,
