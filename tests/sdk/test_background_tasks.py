@@ -247,3 +247,19 @@ def test_task_serve_runs_the_tasks_background_runs_until_its_timeout(harness: Ha
     assert future.result(timeout=30) == 16
     server.join(30)
     assert not server.is_alive()  # it stopped by itself
+
+
+def test_a_malformed_message_is_refused_without_losing_it_or_the_good_ones(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = TaskWorker(double).queue
+    queue.send("not json at all")
+    queue.send(json.dumps({"task_key": double.task_key}))  # no run, no parameters
+    future = double.delay(21)
+    caplog.set_level(logging.ERROR, logger="overcast.task_worker")
+    # (a visibility of 0: the refused messages are visible again at once, for the look below)
+    assert TaskWorker(double, visibility_s=0).run_once(wait_s=5) == 3
+    assert future.result(timeout=30) == 42  # the good run in the same batch went through
+    assert caplog.text.count("not a background task run") == 2
+    left = sorted(message.body for message in queue.receive(10, visibility_s=60, wait_s=1))
+    assert left == sorted(["not json at all", json.dumps({"task_key": double.task_key})])  # not lost
