@@ -307,11 +307,29 @@ def _trigger_kind(value: Any) -> str:
     return str(getattr(value, "type", "event"))
 
 
+class _AnyOf:
+    """Writes a union's JSON schema as ``anyOf``, where pydantic writes ``oneOf``.
+
+    A trigger without ``type`` is told apart by its fields (``_trigger_kind``): one with
+    ``triggers`` alone fits both the compound and the sequence schema, and is a sequence.
+    ``oneOf`` would call it invalid (it fits two); ``anyOf`` says what validation accepts.
+    """
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        out = handler(schema)
+        if "oneOf" in out:
+            out["anyOf"] = out.pop("oneOf")
+        return out
+
+
 Trigger = Annotated[
     Annotated[EventTrigger, Tag("event")]
     | Annotated[CompoundTrigger, Tag("compound")]
     | Annotated[SequenceTrigger, Tag("sequence")],
     Discriminator(_trigger_kind),
+    _AnyOf(),
 ]
 """Any trigger; ``type`` tells which (``event`` when omitted)."""
 

@@ -61,6 +61,11 @@ def test_compound_and_sequence_triggers_are_inferred_as_in_prefect(api: TestClie
     assert compound["trigger"]["type"] == "compound" and compound["trigger"]["require"] == "any"
     assert sequence["trigger"]["type"] == "sequence"
     assert [t["type"] for t in sequence["trigger"]["triggers"]] == ["event", "event"]
+    # The schema allows what is inferred: a trigger with ``triggers`` alone fits the compound and
+    # the sequence schema both, so the union is ``anyOf`` (``oneOf`` would call it invalid).
+    trigger_schema = api.get("/api/openapi.json").json()["components"]["schemas"]["AutomationCreate"]
+    assert "anyOf" in trigger_schema["properties"]["trigger"]
+    assert "oneOf" not in trigger_schema["properties"]["trigger"]
 
 
 @pytest.mark.parametrize(
